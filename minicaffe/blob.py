@@ -1,0 +1,200 @@
+"""Blob: Caffe's N-d array of float32 values (`data`) and their gradients (`diff`).
+
+Layers talk to each other only through Blobs: a layer reads its bottom blobs' `data`
+and writes its top blobs' `data` on the way forward, and reads the tops' `diff`
+(dE/dtop) and writes the bottoms' `diff` (dE/dbottom) on the way back. Learned
+parameters are Blobs too, so the solver updates them with `data -= diff`.
+
+Both halves are `SyncedMemory`, so the same Blob serves the numpy engine and the
+OpenCL engine and copies between host and device only when needed. As in Caffe,
+`reshape` keeps the memory when the new shape fits the old capacity.
+"""
+from __future__ import annotations
+
+from math import prod
+
+import numpy as np
+
+from minicaffe.common import MinicaffeError
+from minicaffe.syncedmem import SyncedMemory
+
+MAX_BLOB_AXES = 32
+
+
+class Blob:
+    """float32 `data` and `diff` of one shape.
+
+    pycaffe-style access: `blob.data` and `blob.diff` are writable numpy arrays of the
+    blob's shape; layers use the explicit `cpu_data()` (read-only) and
+    `mutable_cpu_data()` (writable) so that the device copy is never left stale.
+    """
+
+    def __init__(self, *shape, name: str = ""):
+        self.name = name
+        self.shape: tuple[int, ...] = ()
+        self.count = 0
+        self.capacity = 0
+        self._data_mem: SyncedMemory | None = None
+        self._diff_mem: SyncedMemory | None = None
+        if len(shape) == 1 and isinstance(shape[0], (tuple, list)):
+            shape = tuple(shape[0])
+        if shape:
+            self.reshape(shape)
+
+    # ---- shape
+    def reshape(self, *shape) -> None:
+        if len(shape) == 1 and isinstance(shape[0], (tuple, list, np.ndarray)):
+            shape = tuple(shape[0])
+        shape = tuple(int(d) for d in shape)
+        if len(shape) > MAX_BLOB_AXES:
+            raise MinicaffeError(f"blob {self.name!r}: {len(shape)} axes, at most {MAX_BLOB_AXES}")
+        if any(d < 0 for d in shape):
+            raise MinicaffeError(f"blob {self.name!r}: negative dimension in shape {shape}")
+        self.shape = shape
+        self.count = prod(shape)
+        if self.count > self.capacity or self._data_mem is None:
+            self.capacity = self.count
+            self._data_mem = SyncedMemory(self.capacity)
+            self._diff_mem = SyncedMemory(self.capacity)
+
+    def reshape_like(self, other: "Blob") -> None:
+        self.reshape(other.shape)
+
+    @property
+    def num_axes(self) -> int:
+        return len(self.shape)
+
+    def canonical_axis_index(self, axis: int) -> int:
+        """Caffe's CanonicalAxisIndex: allow -1 for the last axis, and check range."""
+        n = self.num_axes
+        if not -n <= axis < max(n, 1):
+            raise MinicaffeError(f"axis {axis} out of range for blob {self.name!r} of shape {self.shape}")
+        return axis % n if n else 0
+
+    def count_range(self, start: int, end: int | None = None) -> int:
+        """Product of the dimensions in [start, end) (Caffe's count(start, end))."""
+        return prod(self.shape[start:end])
+
+    def shape_string(self) -> str:
+        return " ".join(str(d) for d in self.shape) + f" ({self.count})"
+
+    # Legacy 4-D accessors, as in pycaffe.
+    def _legacy(self, i: int) -> int:
+        return self.shape[i] if i < self.num_axes else 1
+
+    num = property(lambda self: self._legacy(0))
+    channels = property(lambda self: self._legacy(1))
+    height = property(lambda self: self._legacy(2))
+    width = property(lambda self: self._legacy(3))
+
+    # ---- host access
+    def _shaped(self, flat: np.ndarray) -> np.ndarray:
+        return flat[: self.count].reshape(self.shape)
+
+    def cpu_data(self) -> np.ndarray:
+        return self._shaped(self._data_mem.cpu_data())
+
+    def mutable_cpu_data(self) -> np.ndarray:
+        return self._shaped(self._data_mem.mutable_cpu_data())
+
+    def cpu_diff(self) -> np.ndarray:
+        return self._shaped(self._diff_mem.cpu_data())
+
+    def mutable_cpu_diff(self) -> np.ndarray:
+        return self._shaped(self._diff_mem.mutable_cpu_data())
+
+    @property
+    def data(self) -> np.ndarray:
+        """Writable view of the values (pycaffe's `blob.data`)."""
+        return self.mutable_cpu_data()
+
+    @data.setter
+    def data(self, values) -> None:
+        self.mutable_cpu_data()[...] = values
+
+    @property
+    def diff(self) -> np.ndarray:
+        return self.mutable_cpu_diff()
+
+    @diff.setter
+    def diff(self, values) -> None:
+        self.mutable_cpu_diff()[...] = values
+
+    # ---- device access (buffers hold `capacity` values; kernels use `count`)
+    def gpu_data(self):
+        return self._data_mem.gpu_data()
+
+    def mutable_gpu_data(self):
+        return self._data_mem.mutable_gpu_data()
+
+    def gpu_diff(self):
+        return self._diff_mem.gpu_data()
+
+    def mutable_gpu_diff(self):
+        return self._diff_mem.mutable_gpu_data()
+
+    @property
+    def data_mem(self) -> SyncedMemory:
+        return self._data_mem
+
+    @property
+    def diff_mem(self) -> SyncedMemory:
+        return self._diff_mem
+
+    # ---- sharing (Flatten, Reshape and Split pass data through without copying)
+    def share_data(self, other: "Blob") -> None:
+        if self.count != other.count:
+            raise MinicaffeError(f"cannot share data: blob {self.name!r} has {self.count} values, "
+                                 f"{other.name!r} has {other.count}")
+        self._data_mem = other._data_mem
+
+    def share_diff(self, other: "Blob") -> None:
+        if self.count != other.count:
+            raise MinicaffeError(f"cannot share diff: blob {self.name!r} has {self.count} values, "
+                                 f"{other.name!r} has {other.count}")
+        self._diff_mem = other._diff_mem
+
+    # ---- arithmetic the solver needs
+    def update(self) -> None:
+        """data -= diff: the step every parameter takes once the solver has scaled diff."""
+        from minicaffe import common
+        if common.mode() == common.GPU:
+            from minicaffe import opencl
+            opencl.axpy(self.count, -1.0, self.gpu_diff(), self.mutable_gpu_data())
+        else:
+            self.mutable_cpu_data()[...] -= self.cpu_diff()
+
+    # ---- protobuf
+    def from_proto(self, proto, reshape: bool = True) -> None:
+        """Load a BlobProto, taking its shape (or checking it when `reshape` is False)."""
+        if proto.HasField("shape"):
+            shape = tuple(proto.shape.dim)
+        elif proto.num or proto.channels or proto.height or proto.width:
+            shape = (proto.num, proto.channels, proto.height, proto.width)
+        else:
+            shape = (len(proto.data) or len(proto.double_data),)
+        if reshape:
+            self.reshape(shape)
+        elif prod(shape) != self.count or (shape != self.shape and len(shape) == self.num_axes):
+            raise MinicaffeError(f"blob {self.name!r}: shape {shape} in file does not match {self.shape}")
+        values = proto.double_data if len(proto.double_data) else proto.data
+        if len(values) != self.count:
+            raise MinicaffeError(f"blob {self.name!r}: {len(values)} values stored for shape "
+                                 f"{shape} ({self.count} values): the file is truncated or corrupt")
+        self.mutable_cpu_data()[...] = np.asarray(values, dtype=np.float32).reshape(self.shape)
+        diffs = proto.double_diff if len(proto.double_diff) else proto.diff
+        if len(diffs) == self.count:
+            self.mutable_cpu_diff()[...] = np.asarray(diffs, dtype=np.float32).reshape(self.shape)
+
+    def to_proto(self, proto=None, write_diff: bool = False):
+        from minicaffe.proto import caffe_pb2
+        proto = caffe_pb2.BlobProto() if proto is None else proto
+        proto.Clear()
+        proto.shape.dim.extend(self.shape)
+        proto.data.extend(self.cpu_data().ravel().tolist())
+        if write_diff:
+            proto.diff.extend(self.cpu_diff().ravel().tolist())
+        return proto
+
+    def __repr__(self) -> str:
+        return f"Blob({self.name!r}, shape={self.shape})"

@@ -1,0 +1,74 @@
+"""Process-wide state, as in Caffe's `caffe/common.hpp`: the compute mode and the RNG.
+
+Caffe keeps one `Caffe` singleton holding the mode (CPU or GPU), the device and the
+random generator. minicaffe keeps the same three things as module state; everything
+that draws random numbers (fillers, dropout, data shuffling, mirroring, cropping)
+draws from `rng()`, so `set_random_seed(s)` makes a whole training run repeatable.
+"""
+from __future__ import annotations
+
+import contextlib
+
+import numpy as np
+
+CPU, GPU = "cpu", "gpu"
+
+_mode = CPU
+_device_id = 0
+_rng = np.random.default_rng()
+
+
+class MinicaffeError(Exception):
+    """A user-facing error: bad input, named by file, line, layer or blob.
+
+    The CLI prints these as one paragraph, without a traceback.
+    """
+
+
+def mode() -> str:
+    return _mode
+
+
+def set_mode(new_mode: str) -> None:
+    global _mode
+    if new_mode not in (CPU, GPU):
+        raise ValueError(f"mode must be {CPU!r} or {GPU!r}, got {new_mode!r}")
+    _mode = new_mode
+
+
+@contextlib.contextmanager
+def using_mode(new_mode: str):
+    """Run a block in another mode (tests run each layer once per mode)."""
+    old = _mode
+    set_mode(new_mode)
+    try:
+        yield
+    finally:
+        set_mode(old)
+
+
+def device_id() -> int:
+    return _device_id
+
+
+def set_device(device: int) -> None:
+    global _device_id
+    _device_id = int(device)
+
+
+def rng() -> np.random.Generator:
+    """The generator every random draw in minicaffe goes through."""
+    return _rng
+
+
+def set_random_seed(seed: int) -> None:
+    global _rng
+    _rng = np.random.default_rng(seed)
+
+
+def rng_state() -> dict:
+    return _rng.bit_generator.state
+
+
+def set_rng_state(state: dict) -> None:
+    _rng.bit_generator.state = state

@@ -1,0 +1,88 @@
+"""Reading and writing Caffe's protobuf files, with errors that say where.
+
+* prototxt (nets, solvers): protobuf text format. A syntax error names the file,
+  line and column: `lenet.prototxt:12:5: Expected "}"`.
+* binary (.caffemodel, .solverstate, .binaryproto means): wire format. A truncated or
+  corrupt file is named as such instead of surfacing protobuf's DecodeError.
+* Writes go to a temporary file in the same folder, then `os.replace` renames it, so
+  a crash mid-write never leaves half a snapshot under the real name.
+"""
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+
+from google.protobuf import message as pb_message
+from google.protobuf import text_format
+
+from minicaffe.common import MinicaffeError
+from minicaffe.proto import caffe_pb2
+
+
+def read_text(path, message):
+    """Parse the prototxt at `path` into `message` (a fresh protobuf message)."""
+    path = Path(path)
+    try:
+        text = path.read_text()
+    except FileNotFoundError:
+        raise MinicaffeError(f"{path}: no such file") from None
+    except (OSError, UnicodeDecodeError) as err:
+        raise MinicaffeError(f"{path}: cannot read it as text ({err})") from None
+    try:
+        text_format.Parse(text, message)
+    except text_format.ParseError as err:
+        where = f"{path}:{err.GetLine()}:{err.GetColumn()}" if err.GetLine() else str(path)
+        detail = str(err).split(" : ", 1)[-1]
+        raise MinicaffeError(f"{where}: {detail} (while reading a {message.DESCRIPTOR.name})") from None
+    return message
+
+
+def read_binary(path, message):
+    path = Path(path)
+    try:
+        data = path.read_bytes()
+    except FileNotFoundError:
+        raise MinicaffeError(f"{path}: no such file") from None
+    try:
+        message.ParseFromString(data)
+    except pb_message.DecodeError as err:
+        raise MinicaffeError(f"{path}: not a valid {message.DESCRIPTOR.name} "
+                             f"(truncated or corrupt file: {err})") from None
+    return message
+
+
+def read_net_param(path) -> caffe_pb2.NetParameter:
+    """A NetParameter from a prototxt, or from a binary .caffemodel."""
+    path = Path(path)
+    if path.suffix in (".caffemodel", ".binaryproto"):
+        return read_binary(path, caffe_pb2.NetParameter())
+    return read_text(path, caffe_pb2.NetParameter())
+
+
+def read_solver_param(path) -> caffe_pb2.SolverParameter:
+    return read_text(path, caffe_pb2.SolverParameter())
+
+
+def write_atomic(path, data: bytes) -> None:
+    """Write `data` to `path` through a temporary file and a rename."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def write_binary(path, message) -> None:
+    write_atomic(path, message.SerializeToString())
+
+
+def write_text(path, message) -> None:
+    write_atomic(path, text_format.MessageToString(message).encode())

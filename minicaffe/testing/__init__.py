@@ -1,0 +1,3 @@
+from minicaffe.testing.gradient_check import GradientChecker
+
+__all__ = ["GradientChecker"]

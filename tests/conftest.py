@@ -1,0 +1,36 @@
+"""Shared test setup: hypothesis profiles and the per-engine `mode` fixture.
+
+Profiles: `ci` (fast, the default under CI=true), `dev` (thorough, the default
+otherwise). Pick one with HYPOTHESIS_PROFILE=ci|dev.
+"""
+import os
+
+import pytest
+from hypothesis import HealthCheck, settings
+
+from minicaffe import common
+
+settings.register_profile("ci", max_examples=8, deadline=None, derandomize=True,
+                          suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
+settings.register_profile("dev", max_examples=60, deadline=None,
+                          suppress_health_check=[HealthCheck.too_slow])
+settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci" if os.environ.get("CI") else "dev"))
+
+
+def engines():
+    """The engines every layer test runs on: numpy always, OpenCL when it exists."""
+    found = [common.CPU]
+    try:
+        from minicaffe import opencl
+    except ImportError:
+        return found
+    if hasattr(opencl, "available"):
+        found.append(common.GPU)
+    return found
+
+
+@pytest.fixture(scope="module", params=engines())
+def mode(request):
+    """Run the test once per engine, like Caffe's MultiDeviceTest."""
+    with common.using_mode(request.param):
+        yield request.param

@@ -1,0 +1,38 @@
+"""Hypothesis strategies shared by the layer tests."""
+from __future__ import annotations
+
+import numpy as np
+from hypothesis import strategies as st
+
+from minicaffe.blob import Blob
+
+
+def shapes(min_axes=1, max_axes=4, min_side=1, max_side=5):
+    return st.lists(st.integers(min_side, max_side), min_size=min_axes, max_size=max_axes).map(tuple)
+
+
+@st.composite
+def blobs(draw, shape=None, low=-2.0, high=2.0, **shape_kwargs):
+    """A Blob of float32 values drawn uniformly from [low, high) by a seeded generator."""
+    shape = draw(shapes(**shape_kwargs)) if shape is None else shape
+    seed = draw(st.integers(0, 2**31 - 1))
+    blob = Blob(shape)
+    blob.mutable_cpu_data()[...] = np.random.default_rng(seed).uniform(low, high, shape)
+    return blob
+
+
+def blob_from(array) -> Blob:
+    array = np.asarray(array, dtype=np.float32)
+    blob = Blob(array.shape)
+    blob.mutable_cpu_data()[...] = array
+    return blob
+
+
+def layer_param(type_name: str, name: str | None = None, **fields):
+    """A LayerParameter from keyword fields, e.g. layer_param("ReLU", relu_param={...})."""
+    from google.protobuf import json_format
+
+    from minicaffe.proto import caffe_pb2
+    param = caffe_pb2.LayerParameter(name=name or type_name.lower(), type=type_name)
+    json_format.ParseDict(fields, param)
+    return param
