@@ -36,10 +36,8 @@ class Blob:
         self.capacity = 0
         self._data_mem: SyncedMemory | None = None
         self._diff_mem: SyncedMemory | None = None
-        if len(shape) == 1 and isinstance(shape[0], (tuple, list)):
-            shape = tuple(shape[0])
-        if shape:
-            self.reshape(shape)
+        if shape:  # Blob() is empty until reshaped; Blob(()) is a scalar
+            self.reshape(*shape)
 
     # ---- shape
     def reshape(self, *shape) -> None:
@@ -155,6 +153,14 @@ class Blob:
         self._diff_mem = other._diff_mem
 
     # ---- arithmetic the solver needs
+    def zero_diff(self) -> None:
+        from minicaffe import common
+        if common.mode() == common.GPU:
+            from minicaffe import opencl
+            opencl.fill(self.mutable_gpu_diff(), self.count, 0.0)
+        else:
+            self.mutable_cpu_diff()[...] = 0
+
     def update(self) -> None:
         """data -= diff: the step every parameter takes once the solver has scaled diff."""
         from minicaffe import common

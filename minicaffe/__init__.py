@@ -1,0 +1,50 @@
+"""minicaffe: Caffe, re-implemented in readable Python.
+
+The package can stand in for pycaffe in everyday scripts:
+
+    import minicaffe as caffe
+    caffe.set_mode_cpu()
+    net = caffe.Net("examples/mnist/lenet.prototxt", caffe.TEST, weights="lenet_iter_10000.caffemodel")
+    out = net.forward(data=images)            # {"prob": array}
+    solver = caffe.get_solver("examples/mnist/lenet_solver.prototxt")
+    solver.step(100)
+"""
+from minicaffe.blob import Blob
+from minicaffe.common import MinicaffeError, set_random_seed
+from minicaffe.layer import Layer, layer_registry
+from minicaffe.net import TEST, TRAIN, Net
+
+__version__ = "0.1.0"
+
+
+def set_mode_cpu() -> None:
+    """Run layers on the numpy engine."""
+    from minicaffe import common
+    common.set_mode(common.CPU)
+
+
+def set_mode_gpu() -> None:
+    """Run layers on the OpenCL engine (the device chosen by `set_device`)."""
+    from minicaffe import common
+    common.set_mode(common.GPU)
+
+
+def set_device(device_id: int) -> None:
+    from minicaffe import common
+    common.set_device(device_id)
+
+
+def layer_type_list() -> list[str]:
+    return sorted(layer_registry())
+
+
+def __getattr__(name):
+    # The solvers import the net and the data layers: load them on first use only.
+    if name in ("get_solver", "SGDSolver", "NesterovSolver", "AdamSolver", "Solver"):
+        import minicaffe.solvers as solvers
+        return getattr(solvers, name)
+    raise AttributeError(f"module 'minicaffe' has no attribute {name!r}")
+
+
+__all__ = ["Blob", "Layer", "MinicaffeError", "Net", "TEST", "TRAIN", "get_solver", "SGDSolver",
+           "layer_type_list", "set_device", "set_mode_cpu", "set_mode_gpu", "set_random_seed"]

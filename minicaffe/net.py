@@ -1,0 +1,602 @@
+"""Net: a DAG of layers wired by blob names, built from a NetParameter (Caffe's `net.cpp`).
+
+Building a net from a prototxt takes these steps, in Caffe's order:
+
+1. **Filter** (`filter_net`): keep the layers whose include/exclude rules match the
+   net's state (phase TRAIN or TEST, a level, a set of stages). This is how one
+   prototxt holds both the training and the testing network.
+2. **Insert splits** (`insert_splits`): a blob read by several layers gets a Split
+   layer, so that each reader gets its own diff and the gradients add up.
+3. **Wire and set up**: walk the layers in order. Each bottom must name a blob some
+   earlier layer produced; each top creates a blob, except *in place* tops
+   (top == bottom, e.g. ReLU) which reuse it. Each layer's `setup` sizes its tops, so
+   shape errors surface here, naming the layer. Learnable blobs are collected with
+   their `lr_mult` / `decay_mult`; a named `param` shares one blob between layers.
+4. **Decide who needs backward**: walking back from the losses, a layer needs
+   backward only if a loss depends on it and something below it learns (or
+   `force_backward` / `propagate_down` says otherwise).
+
+Blobs nobody consumes are the net's outputs (the loss, the accuracy).
+"""
+from __future__ import annotations
+
+import logging
+from collections import OrderedDict
+from pathlib import Path
+
+import numpy as np
+
+from minicaffe import common
+from minicaffe.blob import Blob
+from minicaffe.common import MinicaffeError
+from minicaffe.layer import create_layer
+from minicaffe.proto import caffe_pb2
+from minicaffe import protoio
+
+log = logging.getLogger("minicaffe.net")
+
+TRAIN, TEST = caffe_pb2.TRAIN, caffe_pb2.TEST
+
+
+# ---------------------------------------------------------------- step 1: filtering
+
+def state_meets_rule(state, rule) -> bool:
+    """A NetStateRule is met when every condition it sets holds (Caffe's StateMeetsRule)."""
+    if rule.HasField("phase") and rule.phase != state.phase:
+        return False
+    if rule.HasField("min_level") and state.level < rule.min_level:
+        return False
+    if rule.HasField("max_level") and state.level > rule.max_level:
+        return False
+    stages = set(state.stage)
+    if any(s not in stages for s in rule.stage):
+        return False
+    if any(s in stages for s in rule.not_stage):
+        return False
+    return True
+
+
+def filter_net(param):
+    """The layers of `param` that the state `param.state` selects."""
+    out = caffe_pb2.NetParameter()
+    out.CopyFrom(param)
+    del out.layer[:]
+    for layer in param.layer:
+        if layer.include and layer.exclude:
+            raise MinicaffeError(f"layer {layer.name!r} specifies both include and exclude "
+                                 "rules; use one or the other")
+        if layer.include:
+            keep = any(state_meets_rule(param.state, r) for r in layer.include)
+        else:
+            keep = not any(state_meets_rule(param.state, r) for r in layer.exclude)
+        if keep:
+            out.layer.add().CopyFrom(layer)
+    return out
+
+
+def upgrade_inputs(param):
+    """Turn the deprecated net-level `input` / `input_shape` / `input_dim` into an Input layer."""
+    if not param.input:
+        return param
+    out = caffe_pb2.NetParameter()
+    out.CopyFrom(param)
+    del out.input[:], out.input_shape[:], out.input_dim[:]
+    layer = caffe_pb2.LayerParameter(name="input", type="Input", top=list(param.input))
+    if param.input_shape:
+        layer.input_param.shape.extend(param.input_shape)
+    elif param.input_dim:
+        if len(param.input_dim) != 4 * len(param.input):
+            raise MinicaffeError(f"net {param.name!r}: input_dim needs 4 values per input "
+                                 f"({len(param.input)} input(s)), got {len(param.input_dim)}")
+        for i in range(len(param.input)):
+            layer.input_param.shape.add(dim=param.input_dim[4 * i: 4 * i + 4])
+    else:
+        raise MinicaffeError(f"net {param.name!r}: inputs {list(param.input)} have no input_shape")
+    del out.layer[:]
+    out.layer.add().CopyFrom(layer)
+    out.layer.extend(param.layer)
+    return out
+
+
+# ---------------------------------------------------------------- step 2: splits
+
+def split_layer_name(layer: str, blob: str, top_index: int) -> str:
+    return f"{blob}_{layer}_{top_index}_split"
+
+
+def split_blob_name(layer: str, blob: str, top_index: int, split_index: int) -> str:
+    return f"{blob}_{layer}_{top_index}_split_{split_index}"
+
+
+def insert_splits(param):
+    """Give every blob with more than one reader its own Split layer (Caffe's InsertSplits).
+
+    A top with an explicit loss weight that is also read by another layer counts as
+    one more reader: the Split's last top carries the loss, so the reader's diff and
+    the loss gradient add instead of overwriting each other.
+    """
+    last_producer: dict[str, tuple[int, int]] = {}
+    source_of_bottom: dict[tuple[int, int], tuple[int, int]] = {}
+    readers: dict[tuple[int, int], int] = {}
+    loss_weight_of: dict[tuple[int, int], float] = {}
+    for i, layer in enumerate(param.layer):
+        for j, name in enumerate(layer.bottom):
+            if name not in last_producer:
+                raise MinicaffeError(f"layer {layer.name!r} ({layer.type}): unknown bottom blob "
+                                     f"{name!r} (bottom #{j}); no earlier layer produces it")
+            source_of_bottom[(i, j)] = last_producer[name]
+            readers[last_producer[name]] = readers.get(last_producer[name], 0) + 1
+        for j, name in enumerate(layer.top):
+            last_producer[name] = (i, j)
+            if j < len(layer.loss_weight) and layer.loss_weight[j]:
+                loss_weight_of[(i, j)] = layer.loss_weight[j]
+                readers[(i, j)] = readers.get((i, j), 0) + 1
+
+    out = caffe_pb2.NetParameter()
+    out.CopyFrom(param)
+    del out.layer[:]
+    next_split: dict[tuple[int, int], int] = {}
+    for i, layer in enumerate(param.layer):
+        new = out.layer.add()
+        new.CopyFrom(layer)
+        for j, name in enumerate(layer.bottom):
+            src = source_of_bottom[(i, j)]
+            if readers[src] > 1:
+                k = next_split.get(src, 0)
+                next_split[src] = k + 1
+                new.bottom[j] = split_blob_name(param.layer[src[0]].name, name, src[1], k)
+        for j, name in enumerate(layer.top):
+            count = readers.get((i, j), 0)
+            if count > 1:
+                split = caffe_pb2.LayerParameter(
+                    name=split_layer_name(layer.name, name, j), type="Split", bottom=[name],
+                    top=[split_blob_name(layer.name, name, j, k) for k in range(count)])
+                weight = loss_weight_of.get((i, j), 0.0)
+                if weight:
+                    split.loss_weight.extend([0.0] * (count - 1) + [weight])
+                    new.loss_weight[j] = 0.0
+                out.layer.add().CopyFrom(split)
+    return out
+
+
+# ---------------------------------------------------------------- the Net
+
+class Net:
+    """A network: layers, the blobs between them, and forward/backward over all of them.
+
+    Built like pycaffe's `caffe.Net`:
+
+        Net("lenet.prototxt", TEST)                      # phase
+        Net("lenet.prototxt", "lenet.caffemodel", TEST)  # weights, phase
+        Net("lenet.prototxt", TEST, weights="lenet.caffemodel")
+        Net(net_parameter)                               # phase from net_parameter.state
+    """
+
+    def __init__(self, model, *args, phase=None, weights=None, level=0, stages=()):
+        if args and isinstance(args[0], (str, Path)):
+            weights, args = args[0], args[1:]
+        if args:
+            phase = args[0]
+        if len(args) > 1:
+            raise TypeError("Net(model, [weights,] phase) takes at most three positional arguments")
+
+        if isinstance(model, caffe_pb2.NetParameter):
+            param = caffe_pb2.NetParameter()
+            param.CopyFrom(model)
+            self.source = f"net {param.name!r}"
+        else:
+            param = protoio.read_net_param(model)
+            self.source = str(model)
+        if phase is not None:
+            param.state.phase = phase
+        if level:
+            param.state.level = level
+        param.state.stage.extend(s for s in stages if s not in param.state.stage)
+        try:
+            self._init(param)
+        except MinicaffeError as err:
+            raise MinicaffeError(f"{self.source}: {err}") from None
+        if weights:
+            self.copy_trained_layers_from(weights)
+
+    # ---- construction
+    def _init(self, in_param) -> None:
+        self.phase = in_param.state.phase
+        param = insert_splits(filter_net(upgrade_inputs(in_param)))
+        self.name = param.name
+        self.param = param
+
+        self.layers: list = []
+        self.layer_names: list[str] = []
+        self.bottom_vecs: list[list[Blob]] = []
+        self.top_vecs: list[list[Blob]] = []
+        self.bottom_id_vecs: list[list[int]] = []
+        self.top_id_vecs: list[list[int]] = []
+        self.bottom_need_backward: list[list[bool]] = []
+        self.layer_need_backward: list[bool] = []
+        self._blobs: list[Blob] = []
+        self.blob_names: list[str] = []
+        self.blob_need_backward: list[bool] = []
+        self.blob_loss_weights: list[float] = []
+        self.input_blob_indices: list[int] = []
+        # every parameter blob, and the learnable (owning) ones the solver updates
+        self._params: list[Blob] = []
+        self.param_owners: list[int] = []
+        self.param_display_names: list[str] = []
+        self.learnable_params: list[Blob] = []
+        self.learnable_param_ids: list[int] = []
+        self.params_lr: list[float] = []
+        self.params_weight_decay: list[float] = []
+        self._has_lr: list[bool] = []
+        self._has_decay: list[bool] = []
+        self._param_names_index: dict[str, int] = {}
+        self.param_layer_indices: list[tuple[int, int]] = []
+
+        available: dict[str, int] = {}
+        blob_index: dict[str, int] = {}
+        for layer_id, layer_param in enumerate(param.layer):
+            if not layer_param.HasField("phase"):
+                layer_param.phase = self.phase
+            if layer_param.propagate_down and len(layer_param.propagate_down) != len(layer_param.bottom):
+                raise MinicaffeError(
+                    f"layer {layer_param.name!r}: propagate_down has {len(layer_param.propagate_down)} "
+                    f"value(s) but the layer has {len(layer_param.bottom)} bottom(s)")
+            if layer_param.name in self.layer_names:
+                raise MinicaffeError(f"two layers are named {layer_param.name!r}; layer names must be unique")
+            layer = create_layer(layer_param)
+            if common.mode() == common.GPU and not layer.has_gpu():
+                raise MinicaffeError(f"{layer.type} layer {layer.name!r} has no OpenCL kernel yet; "
+                                     "run this net on the numpy engine (CPU mode)")
+            self.layers.append(layer)
+            self.layer_names.append(layer_param.name)
+            bottoms, bottom_ids, bottom_need = [], [], []
+            need_backward = False
+            for j, name in enumerate(layer_param.bottom):
+                if name not in available:
+                    raise MinicaffeError(f"layer {layer_param.name!r} ({layer_param.type}): unknown "
+                                         f"bottom blob {name!r} (bottom #{j})")
+                blob_id = available.pop(name)
+                bottoms.append(self._blobs[blob_id])
+                bottom_ids.append(blob_id)
+                need = self.blob_need_backward[blob_id]
+                if layer_param.propagate_down:
+                    need = layer_param.propagate_down[j]
+                bottom_need.append(need)
+                need_backward |= need
+            tops, top_ids = [], []
+            for j, name in enumerate(layer_param.top):
+                in_place = j < len(layer_param.bottom) and layer_param.bottom[j] == name
+                if in_place:
+                    blob_id = bottom_ids[j]
+                elif name in blob_index:
+                    raise MinicaffeError(f"layer {layer_param.name!r}: top blob {name!r} is produced "
+                                         "by more than one layer")
+                else:
+                    blob_id = self._add_blob(name, blob_index)
+                tops.append(self._blobs[blob_id])
+                top_ids.append(blob_id)
+                available[name] = blob_id
+                if layer.type == "Input":
+                    self.input_blob_indices.append(blob_id)
+            # Layers like Data may produce tops the prototxt did not name.
+            wanted = max(layer.exact_num_top_blobs, layer.min_top_blobs)
+            if layer.auto_top_blobs:
+                while len(tops) < wanted:
+                    blob_id = self._add_blob(f"(automatic) {layer_param.name}[{len(tops)}]", blob_index)
+                    tops.append(self._blobs[blob_id])
+                    top_ids.append(blob_id)
+                    available[self.blob_names[blob_id]] = blob_id
+            self.bottom_vecs.append(bottoms)
+            self.bottom_id_vecs.append(bottom_ids)
+            self.bottom_need_backward.append(bottom_need)
+            self.top_vecs.append(tops)
+            self.top_id_vecs.append(top_ids)
+
+            log.info("Creating Layer %s", layer_param.name)
+            try:
+                layer.setup(bottoms, tops)
+            except MinicaffeError as err:
+                raise MinicaffeError(f"{err} [while setting up layer {layer_param.name!r} "
+                                     f"with bottom shapes {[b.shape for b in bottoms]}]") from None
+            log.info("Setting up %s", layer_param.name)
+            for j, top in enumerate(tops):
+                self.blob_loss_weights[top_ids[j]] += layer.loss_weight(j)
+                log.info("Top shape: %s", top.shape_string())
+                if layer.loss_weight(j):
+                    log.info("    with loss weight %g", layer.loss_weight(j))
+
+            if len(layer_param.param) > len(layer.blobs):
+                raise MinicaffeError(f"layer {layer_param.name!r}: {len(layer_param.param)} param "
+                                     f"specs for {len(layer.blobs)} parameter blob(s)")
+            if len(layer.param_propagate_down) < len(layer.blobs):
+                layer.param_propagate_down = [True] * len(layer.blobs)
+            for param_id in range(len(layer.blobs)):
+                spec = layer_param.param[param_id] if param_id < len(layer_param.param) else caffe_pb2.ParamSpec()
+                param_need_backward = spec.lr_mult != 0
+                need_backward |= param_need_backward
+                layer.param_propagate_down[param_id] = param_need_backward
+                self._append_param(layer_id, param_id, spec)
+            self.layer_need_backward.append(need_backward)
+            for blob_id in top_ids:
+                self.blob_need_backward[blob_id] = need_backward
+
+        self._decide_backward(param.force_backward)
+        self.output_blob_indices = list(available.values())
+        self.blobs = OrderedDict(zip(self.blob_names, self._blobs))
+        self.params = OrderedDict((name, layer.blobs) for name, layer in zip(self.layer_names, self.layers)
+                                  if layer.blobs)
+        self.layer_dict = OrderedDict(zip(self.layer_names, self.layers))
+        log.info("Network initialization done.")
+
+    def _add_blob(self, name: str, index: dict[str, int]) -> int:
+        blob_id = len(self._blobs)
+        self._blobs.append(Blob(name=name))
+        self.blob_names.append(name)
+        self.blob_need_backward.append(False)
+        self.blob_loss_weights.append(0.0)
+        index[name] = blob_id
+        return blob_id
+
+    def _append_param(self, layer_id: int, param_id: int, spec) -> None:
+        layer = self.layers[layer_id]
+        blob = layer.blobs[param_id]
+        net_param_id = len(self._params)
+        self._params.append(blob)
+        self.param_layer_indices.append((layer_id, param_id))
+        name = spec.name
+        self.param_display_names.append(name or str(param_id))
+        if not name or name not in self._param_names_index:
+            # This layer owns the blob: it becomes a learnable parameter.
+            if name:
+                self._param_names_index[name] = net_param_id
+            self.param_owners.append(-1)
+            self.learnable_param_ids.append(len(self.learnable_params))
+            self.learnable_params.append(blob)
+            self.params_lr.append(spec.lr_mult)
+            self.params_weight_decay.append(spec.decay_mult)
+            self._has_lr.append(spec.HasField("lr_mult"))
+            self._has_decay.append(spec.HasField("decay_mult"))
+            return
+        owner_id = self._param_names_index[name]
+        owner = self._params[owner_id]
+        owner_layer = self.layer_names[self.param_layer_indices[owner_id][0]]
+        if spec.share_mode == caffe_pb2.ParamSpec.PERMISSIVE:
+            if owner.count != blob.count:
+                raise MinicaffeError(f"layer {layer.name!r}: shared parameter {name!r} has "
+                                     f"{blob.count} values here but {owner.count} in layer {owner_layer!r}")
+        elif owner.shape != blob.shape:
+            raise MinicaffeError(f"layer {layer.name!r}: shared parameter {name!r} has shape {blob.shape} "
+                                 f"here but {owner.shape} in its owner {owner_layer!r} "
+                                 "(set share_mode: PERMISSIVE to share by count)")
+        self.param_owners.append(owner_id)
+        learnable_id = self.learnable_param_ids[owner_id]
+        self.learnable_param_ids.append(learnable_id)
+        for has, values, field in ((self._has_lr, self.params_lr, "lr_mult"),
+                                   (self._has_decay, self.params_weight_decay, "decay_mult")):
+            if spec.HasField(field):
+                if has[learnable_id] and values[learnable_id] != getattr(spec, field):
+                    raise MinicaffeError(f"layer {layer.name!r}: shared parameter {name!r} has "
+                                         f"mismatched {field}")
+                has[learnable_id] = True
+                values[learnable_id] = getattr(spec, field)
+        log.info("Sharing parameters '%s' owned by layer '%s', param index %d",
+                 name, owner_layer, self.param_layer_indices[owner_id][1])
+        blob.share_data(owner)
+        blob.share_diff(owner)
+        blob.reshape(owner.shape)
+
+    def _decide_backward(self, force_backward: bool) -> None:
+        """Caffe's backward-need analysis, walking from the last layer to the first."""
+        under_loss: set[str] = set()
+        skip_backprop: set[str] = set()
+        for layer_id in reversed(range(len(self.layers))):
+            layer = self.layers[layer_id]
+            contributes_loss, skip_propagate = False, True
+            for j, blob_id in enumerate(self.top_id_vecs[layer_id]):
+                name = self.blob_names[blob_id]
+                if layer.loss_weight(j) or name in under_loss:
+                    contributes_loss = True
+                if name not in skip_backprop:
+                    skip_propagate = False
+                if contributes_loss and not skip_propagate:
+                    break
+            if self.layer_need_backward[layer_id] and skip_propagate:
+                self.layer_need_backward[layer_id] = False
+                self.bottom_need_backward[layer_id] = [False] * len(self.bottom_vecs[layer_id])
+            if not contributes_loss:
+                self.layer_need_backward[layer_id] = False
+            log.info("%s %s backward computation.", self.layer_names[layer_id],
+                     "needs" if self.layer_need_backward[layer_id] else "does not need")
+            for j, blob_id in enumerate(self.bottom_id_vecs[layer_id]):
+                name = self.blob_names[blob_id]
+                if contributes_loss:
+                    under_loss.add(name)
+                else:
+                    self.bottom_need_backward[layer_id][j] = False
+                if not self.bottom_need_backward[layer_id][j]:
+                    skip_backprop.add(name)
+        if force_backward:
+            for layer_id, layer in enumerate(self.layers):
+                self.layer_need_backward[layer_id] = True
+                for j, blob_id in enumerate(self.bottom_id_vecs[layer_id]):
+                    self.bottom_need_backward[layer_id][j] |= layer.allow_force_backward(j)
+                    self.blob_need_backward[blob_id] |= self.bottom_need_backward[layer_id][j]
+                layer.param_propagate_down = [True] * len(layer.blobs)
+
+    # ---- running
+    def _layer_index(self, name, default: int) -> int:
+        if name is None:
+            return default
+        if name not in self.layer_names:
+            raise MinicaffeError(f"net {self.name!r} has no layer named {name!r}")
+        return self.layer_names.index(name)
+
+    def forward_from_to(self, start: int, end: int) -> float:
+        loss = 0.0
+        for i in range(start, end + 1):
+            loss += self.layers[i].forward(self.bottom_vecs[i], self.top_vecs[i])
+        return loss
+
+    def backward_from_to(self, start: int, end: int) -> None:
+        for i in range(start, end - 1, -1):
+            if self.layer_need_backward[i]:
+                self.layers[i].backward(self.top_vecs[i], self.bottom_need_backward[i], self.bottom_vecs[i])
+
+    def forward_loss(self) -> float:
+        """One forward pass through every layer; returns the weighted loss."""
+        return self.forward_from_to(0, len(self.layers) - 1)
+
+    def backward_all(self) -> None:
+        self.backward_from_to(len(self.layers) - 1, 0)
+
+    def forward_backward(self) -> float:
+        loss = self.forward_loss()
+        self.backward_all()
+        return loss
+
+    def clear_param_diffs(self) -> None:
+        for blob in self.learnable_params:
+            blob.zero_diff()
+
+    def update(self) -> None:
+        """data -= diff for every learnable parameter (the solver has prepared diff)."""
+        for blob in self.learnable_params:
+            blob.update()
+
+    def reshape(self) -> None:
+        for i, layer in enumerate(self.layers):
+            layer.reshape(self.bottom_vecs[i], self.top_vecs[i])
+
+    # ---- pycaffe's conveniences
+    @property
+    def inputs(self) -> list[str]:
+        return [self.blob_names[i] for i in self.input_blob_indices]
+
+    @property
+    def outputs(self) -> list[str]:
+        return [self.blob_names[i] for i in self.output_blob_indices]
+
+    @property
+    def output_blobs(self) -> list[Blob]:
+        return [self._blobs[i] for i in self.output_blob_indices]
+
+    @property
+    def output_blob_names(self) -> list[str]:
+        return self.outputs
+
+    @property
+    def output_blob_loss_weights(self) -> list[float]:
+        return [self.blob_loss_weights[i] for i in self.output_blob_indices]
+
+    @property
+    def top_names(self) -> OrderedDict:
+        return OrderedDict((n, [self.blob_names[i] for i in ids]) for n, ids in zip(self.layer_names, self.top_id_vecs))
+
+    @property
+    def bottom_names(self) -> OrderedDict:
+        return OrderedDict((n, [self.blob_names[i] for i in ids]) for n, ids in zip(self.layer_names, self.bottom_id_vecs))
+
+    def data_layers(self) -> list:
+        return [layer for layer in self.layers if hasattr(layer, "set_batch_index")]
+
+    def forward(self, blobs=None, start=None, end=None, **inputs) -> dict[str, np.ndarray]:
+        """pycaffe's forward: set input blobs from keyword arrays, run, return the outputs."""
+        for name, array in inputs.items():
+            if name not in self.inputs:
+                raise MinicaffeError(f"{name!r} is not an input of net {self.name!r} (inputs: {self.inputs})")
+            blob = self.blobs[name]
+            array = np.asarray(array, dtype=np.float32)
+            if array.shape != blob.shape:
+                if array.shape[1:] != blob.shape[1:]:
+                    raise MinicaffeError(f"input {name!r} has shape {array.shape}, the net expects {blob.shape}")
+                blob.reshape(array.shape)
+                self.reshape()
+            blob.mutable_cpu_data()[...] = array
+        start_i = self._layer_index(start, 0)
+        end_i = self._layer_index(end, len(self.layers) - 1)
+        self.forward_from_to(start_i, end_i)
+        names = self.outputs if end is None else [self.blob_names[i] for i in self.top_id_vecs[end_i]]
+        names = list(dict.fromkeys(names + list(blobs or [])))
+        return {name: self.blobs[name].data for name in names}
+
+    def backward(self, diffs=None, start=None, end=None, **output_diffs) -> dict[str, np.ndarray]:
+        """pycaffe's backward: optionally set output diffs, run, return the input diffs."""
+        for name, array in output_diffs.items():
+            if name not in self.outputs:
+                raise MinicaffeError(f"{name!r} is not an output of net {self.name!r} (outputs: {self.outputs})")
+            self.blobs[name].mutable_cpu_diff()[...] = array
+        start_i = self._layer_index(start, len(self.layers) - 1)
+        end_i = self._layer_index(end, 0)
+        self.backward_from_to(start_i, end_i)
+        names = list(dict.fromkeys(self.inputs + list(diffs or [])))
+        return {name: self.blobs[name].diff for name in names}
+
+    # ---- weights in and out
+    def share_trained_layers_with(self, other: "Net") -> None:
+        """Use `other`'s parameter memory for same-named layers (test nets share the train net's)."""
+        for name, source in zip(other.layer_names, other.layers):
+            if name not in self.layer_dict or not source.blobs:
+                continue
+            target = self.layer_dict[name]
+            if len(target.blobs) != len(source.blobs):
+                raise MinicaffeError(f"layer {name!r}: {len(source.blobs)} parameter blobs in the "
+                                     f"source net, {len(target.blobs)} here")
+            for j, (t, s) in enumerate(zip(target.blobs, source.blobs)):
+                if t.shape != s.shape:
+                    raise MinicaffeError(f"layer {name!r} param {j}: shape {s.shape} in the source "
+                                         f"net, {t.shape} here")
+                t.share_data(s)
+
+    share_with = share_trained_layers_with
+
+    def copy_trained_layers_from(self, weights) -> None:
+        """Copy parameters by layer name from a .caffemodel path or a NetParameter.
+
+        Layers missing from this net are ignored (that is how finetuning works); a layer
+        whose parameter shapes differ is an error: rename it to learn it from scratch.
+        """
+        if isinstance(weights, caffe_pb2.NetParameter):
+            source, where = weights, "the given NetParameter"
+        else:
+            where = str(weights)
+            source = protoio.read_binary(weights, caffe_pb2.NetParameter())
+        for src in source.layer:
+            if src.name not in self.layer_dict:
+                log.info("Ignoring source layer %s", src.name)
+                continue
+            target = self.layer_dict[src.name]
+            log.info("Copying source layer %s", src.name)
+            if len(src.blobs) != len(target.blobs):
+                raise MinicaffeError(f"{where}: layer {src.name!r} has {len(src.blobs)} parameter "
+                                     f"blob(s) in the file and {len(target.blobs)} in the net")
+            for j, (proto, blob) in enumerate(zip(src.blobs, target.blobs)):
+                stored = Blob(name=f"{src.name}[{j}]")
+                try:
+                    stored.from_proto(proto)
+                except MinicaffeError as err:
+                    raise MinicaffeError(f"{where}: {err}") from None
+                if stored.shape != blob.shape:
+                    raise MinicaffeError(
+                        f"{where}: cannot copy param {j} weights of layer {src.name!r}; shape "
+                        f"mismatch: the file has {stored.shape}, the net has {blob.shape}. To learn "
+                        "this layer's parameters from scratch rather than copying them, rename the layer.")
+                blob.mutable_cpu_data()[...] = stored.cpu_data()
+
+    copy_from = copy_trained_layers_from
+
+    def to_proto(self, write_diff: bool = False) -> caffe_pb2.NetParameter:
+        out = caffe_pb2.NetParameter(name=self.name)
+        for layer in self.layers:
+            lp = out.layer.add()
+            lp.CopyFrom(layer.layer_param)
+            del lp.blobs[:]
+            for blob in layer.blobs:
+                blob.to_proto(lp.blobs.add(), write_diff)
+        return out
+
+    def save(self, path) -> None:
+        """Write the weights as a binary .caffemodel (atomically)."""
+        protoio.write_binary(path, self.to_proto())
+
+    def __repr__(self) -> str:
+        return f"<Net {self.name!r} phase={caffe_pb2.Phase.Name(self.phase)} layers={len(self.layers)}>"

@@ -1,0 +1,85 @@
+"""Our caffe.proto: the generated module is current, field numbers are Caffe's, and
+malformed prototxt is reported with file, line and column."""
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from minicaffe import protoio
+from minicaffe.common import MinicaffeError
+from minicaffe.proto import caffe_pb2
+
+PROTO_DIR = Path(__file__).resolve().parents[1] / "minicaffe" / "proto"
+
+
+def test_generated_module_is_current(tmp_path):
+    # The exact command written at the top of caffe.proto.
+    subprocess.run([sys.executable, "-m", "grpc_tools.protoc", f"-I{PROTO_DIR}",
+                    f"--python_out={tmp_path}", str(PROTO_DIR / "caffe.proto")], check=True)
+    assert (tmp_path / "caffe_pb2.py").read_text() == (PROTO_DIR / "caffe_pb2.py").read_text(), \
+        "minicaffe/proto/caffe_pb2.py is stale: regenerate it with the command in caffe.proto"
+
+
+@pytest.mark.parametrize("message, field, number", [
+    ("BlobProto", "data", 5), ("BlobProto", "shape", 7), ("Datum", "label", 5),
+    ("NetParameter", "layer", 100), ("LayerParameter", "convolution_param", 106),
+    ("LayerParameter", "inner_product_param", 117), ("LayerParameter", "pooling_param", 121),
+    ("LayerParameter", "loss_param", 101), ("LayerParameter", "propagate_down", 11),
+    ("SolverParameter", "net", 24), ("SolverParameter", "lr_policy", 8),
+    ("SolverParameter", "iter_size", 36), ("SolverParameter", "clip_gradients", 35),
+    ("SolverState", "history", 3), ("ParamSpec", "decay_mult", 4),
+    ("PoolingParameter", "round_mode", 13), ("ConvolutionParameter", "dilation", 18),
+])
+def test_field_numbers_are_caffes(message, field, number):
+    assert getattr(caffe_pb2, message).DESCRIPTOR.fields_by_name[field].number == number
+
+
+def test_caffe_defaults():
+    assert caffe_pb2.FillerParameter().type == "constant"
+    assert caffe_pb2.ParamSpec().lr_mult == 1.0
+    assert caffe_pb2.LossParameter().normalization == caffe_pb2.LossParameter.VALID
+    assert caffe_pb2.SolverParameter().solver_mode == caffe_pb2.SolverParameter.GPU
+    assert caffe_pb2.NetState().phase == caffe_pb2.TEST
+
+
+def test_malformed_prototxt_names_file_line_column(tmp_path):
+    path = tmp_path / "bad.prototxt"
+    path.write_text('name: "x"\nlayer {\n  name: "a"\n  type: "ReLU"\n  bottom "b"\n')
+    with pytest.raises(MinicaffeError) as err:
+        protoio.read_net_param(path)
+    assert f"{path}:5:" in str(err.value)
+
+
+def test_unknown_field_is_named(tmp_path):
+    path = tmp_path / "bad.prototxt"
+    path.write_text('layer {\n  name: "a"\n  kernal_size: 3\n}\n')
+    with pytest.raises(MinicaffeError, match=r"bad.prototxt:3:.*kernal_size"):
+        protoio.read_net_param(path)
+
+
+def test_missing_file_is_named(tmp_path):
+    with pytest.raises(MinicaffeError, match="nope.prototxt: no such file"):
+        protoio.read_solver_param(tmp_path / "nope.prototxt")
+
+
+def test_truncated_binary_is_named(tmp_path):
+    param = caffe_pb2.NetParameter(name="n")
+    param.layer.add(name="ip", type="InnerProduct").blobs.add().data.extend(range(100))
+    path = tmp_path / "w.caffemodel"
+    path.write_bytes(param.SerializeToString()[:-7])
+    with pytest.raises(MinicaffeError, match="w.caffemodel: not a valid NetParameter"):
+        protoio.read_net_param(path)
+
+
+def test_write_atomic_leaves_no_temp_and_keeps_old_on_failure(tmp_path, monkeypatch):
+    path = tmp_path / "a.bin"
+    protoio.write_atomic(path, b"old")
+    assert path.read_bytes() == b"old" and [p.name for p in tmp_path.iterdir()] == ["a.bin"]
+
+    def broken_replace(src, dst):
+        raise OSError("disk full")
+    monkeypatch.setattr("os.replace", broken_replace)
+    with pytest.raises(OSError):
+        protoio.write_atomic(path, b"new")
+    assert path.read_bytes() == b"old" and [p.name for p in tmp_path.iterdir()] == ["a.bin"]
