@@ -1,0 +1,171 @@
+"""Key-value databases of serialized Datums, as Caffe's `util/db_lmdb.cpp` keeps them.
+
+Caffe's Data layer reads an LMDB (a directory holding `data.mdb` and `lock.mdb`) whose
+keys are zero-padded record numbers (`"%08d"` for MNIST) and whose values are serialized
+`caffe_pb2.Datum` messages. LMDB keeps keys sorted, so "record k" is the k-th key in
+byte order, which for `"%08d"` keys is the k-th record written.
+
+* `LMDBWriter` puts records and commits them in chunks (Caffe commits every 1,000), and
+  grows the memory map when it is full, as Caffe's LMDBTransaction does.
+* `LMDBReader` reads record k by position and iterates cyclically from any position;
+  positional access is what lets a resumed solver ask for "batch k" directly.
+* `open_db` is what the Data layer calls: it checks `backend` and the source path and
+  names the layer in its errors. LevelDB is not supported (no maintained Python binding
+  ships with minicaffe); convert such data to LMDB.
+"""
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import lmdb
+
+from minicaffe.common import MinicaffeError
+from minicaffe.proto import caffe_pb2
+
+# The map starts small and doubles when full; LMDB files are sparse, so a big map
+# costs address space, not disk, but a small start keeps 32-bit-ish limits away.
+INITIAL_MAP_SIZE = 64 << 20
+
+
+def _key_bytes(key) -> bytes:
+    return key.encode() if isinstance(key, str) else bytes(key)
+
+
+def is_lmdb(path) -> bool:
+    """True when `path` is an LMDB directory (it holds data.mdb)."""
+    return (Path(path) / "data.mdb").is_file()
+
+
+class LMDBWriter:
+    """Write key/value records to a new LMDB, committing every `commit_every` records.
+
+    Refuses an existing path unless `overwrite`, and then only replaces a directory that
+    is an LMDB, so a typo cannot delete unrelated files.
+    """
+
+    def __init__(self, path, commit_every: int = 1000, overwrite: bool = False):
+        self.path = Path(path)
+        if self.path.exists():
+            if not overwrite:
+                raise MinicaffeError(f"{self.path}: already exists; refusing to overwrite it "
+                                     f"(remove it first, or pass overwrite=True)")
+            if not (self.path.is_dir() and is_lmdb(self.path)):
+                raise MinicaffeError(f"{self.path}: exists and is not an LMDB directory; "
+                                     f"refusing to replace it")
+            shutil.rmtree(self.path)
+        self.path.mkdir(parents=True)
+        self.commit_every = int(commit_every)
+        self.env = lmdb.open(str(self.path), map_size=INITIAL_MAP_SIZE, subdir=True)
+        self._pending: list[tuple[bytes, bytes]] = []
+        self.count = 0
+
+    def put(self, key, value: bytes) -> None:
+        self._pending.append((_key_bytes(key), bytes(value)))
+        self.count += 1
+        if len(self._pending) >= self.commit_every:
+            self.commit()
+
+    def commit(self) -> None:
+        """Write the pending records in one transaction, doubling the map if it is full."""
+        while self._pending:
+            try:
+                with self.env.begin(write=True) as txn:
+                    for key, value in self._pending:
+                        txn.put(key, value)
+                self._pending.clear()
+            except lmdb.MapFullError:
+                self.env.set_mapsize(self.env.info()["map_size"] * 2)
+
+    def close(self) -> None:
+        if self.env is not None:
+            self.commit()
+            self.env.close()
+            self.env = None
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, exc_type, exc, tb):
+        if exc_type is None:
+            self.close()
+        else:  # leave no half-written database behind a failed conversion
+            self.env.close()
+            self.env = None
+            shutil.rmtree(self.path, ignore_errors=True)
+
+
+class LMDBReader:
+    """Read-only, positional access to an LMDB: record k is the k-th key in sorted order.
+
+    The keys are listed once at open (8 bytes each for Caffe's keys), which makes
+    `read(k)` one B-tree lookup and resuming at any batch free.
+    `owner` (e.g. "Data layer 'mnist'") prefixes error messages.
+    """
+
+    def __init__(self, path, owner: str = ""):
+        self.path = Path(path)
+        where = f"{owner}: " if owner else ""
+        if not self.path.exists():
+            raise MinicaffeError(f"{where}data source {str(self.path)!r} does not exist "
+                                 f"(convert your data to LMDB first, e.g. with "
+                                 f"minicaffe.io.mnist.convert_mnist_data)")
+        if not is_lmdb(self.path):
+            raise MinicaffeError(f"{where}data source {str(self.path)!r} is not an LMDB "
+                                 f"directory (no data.mdb inside)")
+        try:
+            # lock=False: many readers (train and test nets) may share one source.
+            self.env = lmdb.open(str(self.path), readonly=True, lock=False, readahead=False,
+                                 subdir=True, max_readers=256)
+            with self.env.begin() as txn:
+                self.keys: list[bytes] = list(txn.cursor().iternext(keys=True, values=False))
+        except lmdb.Error as err:
+            raise MinicaffeError(f"{where}cannot read LMDB {str(self.path)!r}: {err}") from None
+        if not self.keys:
+            raise MinicaffeError(f"{where}LMDB {str(self.path)!r} holds no records")
+
+    def __len__(self) -> int:
+        return len(self.keys)
+
+    def read(self, k: int) -> tuple[bytes, bytes]:
+        """(key, value) of record k, 0 <= k < len(self)."""
+        return self.read_many([k])[0]
+
+    def read_many(self, positions) -> list[tuple[bytes, bytes]]:
+        """(key, value) of each record position, in one read transaction."""
+        with self.env.begin(buffers=False) as txn:
+            return [(self.keys[k], txn.get(self.keys[k])) for k in positions]
+
+    def cycle(self, start: int = 0):
+        """Yield (key, value) from record `start` on, wrapping to the first record at the end."""
+        k = start % len(self)
+        while True:
+            yield self.read(k)
+            k = (k + 1) % len(self)
+
+    def close(self) -> None:
+        self.env.close()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+
+def open_db(source, backend, owner: str = "") -> LMDBReader:
+    """Open a Data layer's source; `backend` is a DataParameter.DB value or its name."""
+    where = f"{owner}: " if owner else ""
+    if isinstance(backend, str):
+        try:
+            backend = caffe_pb2.DataParameter.DB.Value(backend.upper())
+        except ValueError:
+            raise MinicaffeError(f"{where}unknown backend {backend!r}; use LMDB") from None
+    if backend != caffe_pb2.DataParameter.LMDB:
+        hint = (" It looks like an LMDB already: set `backend: LMDB` in data_param "
+                "(Caffe's default backend is LEVELDB)." if is_lmdb(source) else "")
+        raise MinicaffeError(
+            f"{where}backend LEVELDB is not supported by minicaffe; convert {str(source)!r} to "
+            f"LMDB (e.g. Caffe's tools with --backend=lmdb, or "
+            f"minicaffe.io.mnist.convert_mnist_data) and set `backend: LMDB`.{hint}")
+    return LMDBReader(source, owner=owner)

@@ -1,0 +1,218 @@
+r"""Pooling: max or average over sliding windows of each channel.
+
+Caffe's `pooling_layer.cpp`. A window of $k_h \times k_w$ pixels slides with stride
+$(s_h, s_w)$ over each channel of each image, which may first be padded by $(p_h, p_w)$.
+Output size (Caffe's rule, `round_mode` CEIL by default, FLOOR on request):
+
+$$ H' = \left\lceil \frac{H + 2p_h - k_h}{s_h} \right\rceil + 1, \qquad
+   \text{then } H' \mathrel{-}= 1 \text{ if } p_h > 0 \text{ and } (H' - 1)s_h \ge H + p_h $$
+
+(the last window must start inside the image or its left padding, never in the right
+padding alone), and likewise for the width. CEIL lets the last window hang over the
+bottom/right edge; the part outside the image is simply left out.
+
+Window $(i, j)$ covers rows $h_0 = i s_h - p_h$ up to $h_0 + k_h$ and columns alike.
+
+* MAX: $y = \max$ of the window's pixels inside the image (padding never wins).
+  The position of the first maximum in row-major order is kept as a *mask* (index
+  $h W + w$ within the channel), and backward routes $\partial E/\partial y$ to it:
+  $\partial E/\partial x_{hw} = \sum_{\text{windows whose mask is } hw} \partial E/\partial y$.
+  An optional second top receives the mask (as floats), as in Caffe.
+* AVE: $y = \frac{1}{|P|}\sum$ of the window's pixels inside the image, where $|P|$ is
+  the window's size after clipping to the *padded* image, $\min(h_0 + k_h, H + p_h) -
+  h_0$ rows (times the same for columns): padding pixels count as zeros in the mean,
+  the overhang beyond the padding does not. Backward spreads
+  $\frac{1}{|P|}\,\partial E/\partial y$ over the window's pixels inside the image.
+* STOCHASTIC is not supported.
+
+`global_pooling: true` pools each whole channel to 1x1 (kernel = H x W, no pad, stride 1).
+
+Bottom: (N, C, H, W).   Top: (N, C, H', W'); for MAX optionally a second top, the mask.
+
+    layer {
+      name: "pool1" type: "Pooling" bottom: "conv1" top: "pool1"
+      pooling_param { pool: MAX kernel_size: 2 stride: 2 }
+    }
+"""
+import math
+
+import numpy as np
+from numpy.lib.stride_tricks import sliding_window_view
+
+from minicaffe.blob import Blob
+from minicaffe.common import MinicaffeError
+from minicaffe.layer import Layer, register_layer
+from minicaffe.proto import caffe_pb2
+
+P = caffe_pb2.PoolingParameter
+FLT_MAX = float(np.finfo(np.float32).max)
+
+
+@register_layer
+class PoolingLayer(Layer):
+    """Max or average pooling; see the module docstring for the maths."""
+
+    type = "Pooling"
+    exact_num_bottom_blobs = 1
+    min_top_blobs = 1
+    max_top_blobs = 2  # narrowed to 1 for AVE in __init__: only MAX has a mask to output
+
+    def __init__(self, layer_param):
+        super().__init__(layer_param)
+        if layer_param.pooling_param.pool != P.MAX:
+            self.max_top_blobs = 1
+        self.max_idx = Blob(name=f"{self.name}.max_idx")  # Caffe's max_idx_, when no mask top
+
+    def _fail(self, message):
+        raise MinicaffeError(f"Pooling layer {self.name!r}: {message}")
+
+    def layer_setup(self, bottom, top):
+        p = self.layer_param.pooling_param
+        if p.pool == P.STOCHASTIC:
+            self._fail("pool: STOCHASTIC is not supported in minicaffe (use MAX or AVE)")
+        has = p.HasField
+        self.global_pooling = p.global_pooling
+        if self.global_pooling:
+            if has("kernel_size") or has("kernel_h") or has("kernel_w"):
+                self._fail("with global_pooling: true the kernel size cannot be given")
+        else:
+            if has("kernel_size") == (has("kernel_h") and has("kernel_w")):
+                self._fail("give kernel_size OR both kernel_h and kernel_w, not both or neither")
+        if not ((not has("pad") and has("pad_h") and has("pad_w"))
+                or (not has("pad_h") and not has("pad_w"))):
+            self._fail("give pad OR both pad_h and pad_w")
+        if not ((not has("stride") and has("stride_h") and has("stride_w"))
+                or (not has("stride_h") and not has("stride_w"))):
+            self._fail("give stride OR both stride_h and stride_w")
+
+        if self.global_pooling:
+            self.kernel_h, self.kernel_w = bottom[0].height, bottom[0].width
+        elif has("kernel_size"):
+            self.kernel_h = self.kernel_w = p.kernel_size
+        else:
+            self.kernel_h, self.kernel_w = p.kernel_h, p.kernel_w
+        self.pad_h, self.pad_w = (p.pad_h, p.pad_w) if has("pad_h") else (p.pad, p.pad)
+        self.stride_h, self.stride_w = ((p.stride_h, p.stride_w) if has("stride_h")
+                                        else (p.stride, p.stride))
+        if self.kernel_h <= 0 or self.kernel_w <= 0:
+            self._fail(f"kernel size must be positive, got {self.kernel_h}x{self.kernel_w}")
+        if self.stride_h <= 0 or self.stride_w <= 0:
+            self._fail(f"stride must be positive, got {self.stride_h}x{self.stride_w}")
+        if self.global_pooling and (self.pad_h or self.pad_w
+                                    or self.stride_h != 1 or self.stride_w != 1):
+            self._fail("with global_pooling: true only pad = 0 and stride = 1 are allowed")
+        if self.pad_h >= self.kernel_h or self.pad_w >= self.kernel_w:
+            self._fail(f"pad ({self.pad_h}, {self.pad_w}) must be smaller than the kernel "
+                       f"({self.kernel_h}, {self.kernel_w})")
+
+    def reshape(self, bottom, top):
+        if bottom[0].num_axes != 4:
+            self._fail(f"bottom {bottom[0].name!r} must have 4 axes (N, C, H, W), "
+                       f"got shape {bottom[0].shape}")
+        n, c, height, width = bottom[0].shape
+        if self.global_pooling:
+            self.kernel_h, self.kernel_w = height, width
+        rounding = math.floor if self.layer_param.pooling_param.round_mode == P.FLOOR else math.ceil
+        pooled = []
+        for size, k, s, pad in ((height, self.kernel_h, self.stride_h, self.pad_h),
+                                (width, self.kernel_w, self.stride_w, self.pad_w)):
+            out = rounding((size + 2 * pad - k) / s) + 1
+            if (self.pad_h or self.pad_w) and (out - 1) * s >= size + pad:
+                out -= 1  # the last window would start in the padding: drop it
+            if out <= 0:
+                self._fail(f"kernel {self.kernel_h}x{self.kernel_w} (pad {self.pad_h}x"
+                           f"{self.pad_w}) does not fit bottom {bottom[0].name!r} of shape "
+                           f"{bottom[0].shape}")
+            pooled.append(out)
+        self.pooled_height, self.pooled_width = pooled
+        top[0].reshape(n, c, *pooled)
+        if len(top) > 1:
+            top[1].reshape_like(top[0])
+        if self.layer_param.pooling_param.pool == P.MAX and len(top) == 1:
+            self.max_idx.reshape_like(top[0])
+
+        # Window starts, and for AVE each window's size clipped to the padded image.
+        self.hstart = np.arange(self.pooled_height) * self.stride_h - self.pad_h
+        self.wstart = np.arange(self.pooled_width) * self.stride_w - self.pad_w
+        pool_h = np.minimum(self.hstart + self.kernel_h, height + self.pad_h) - self.hstart
+        pool_w = np.minimum(self.wstart + self.kernel_w, width + self.pad_w) - self.wstart
+        # A window can only be empty (size <= 0) when stride > kernel; its sum is 0 then,
+        # and dividing by 1 keeps it 0 where Caffe would compute 0/0.
+        self.pool_size = np.outer(np.maximum(pool_h, 1), np.maximum(pool_w, 1)).astype(np.float32)
+
+    # ---- windows
+    def _canvas(self, x, fill):
+        """x placed in a canvas that holds every window whole: padding and the CEIL
+        overhang hold `fill` (-inf for MAX, so they never win; 0 for AVE)."""
+        n, c, height, width = x.shape
+        canvas_h = max((self.pooled_height - 1) * self.stride_h + self.kernel_h, self.pad_h + height)
+        canvas_w = max((self.pooled_width - 1) * self.stride_w + self.kernel_w, self.pad_w + width)
+        if (canvas_h, canvas_w, self.pad_h, self.pad_w) == (height, width, 0, 0):
+            return x  # every window lies inside the image: no copy (LeNet's 2x2/2 case)
+        canvas = np.full((n, c, canvas_h, canvas_w), fill, dtype=x.dtype)
+        canvas[:, :, self.pad_h:self.pad_h + height, self.pad_w:self.pad_w + width] = x
+        return canvas
+
+    def _offset_views(self, canvas):
+        """For each kernel offset (i, j): the (N, C, H', W') view of pixel (i, j) of every window."""
+        for i in range(self.kernel_h):
+            for j in range(self.kernel_w):
+                yield i, j, canvas[:, :, i:i + (self.pooled_height - 1) * self.stride_h + 1:self.stride_h,
+                                   j:j + (self.pooled_width - 1) * self.stride_w + 1:self.stride_w]
+
+    # ---- compute
+    def forward_cpu(self, bottom, top):
+        x = bottom[0].cpu_data()
+        y = top[0].mutable_cpu_data()
+        if self.layer_param.pooling_param.pool == P.AVE:
+            y[...] = 0
+            for _, _, view in self._offset_views(self._canvas(x, 0.0)):
+                y += view
+            y /= self.pool_size
+            return
+        # MAX. Stack the windows along a last axis of k_h*k_w (one copy), then reduce.
+        windows = sliding_window_view(self._canvas(x, -np.inf), (self.kernel_h, self.kernel_w),
+                                      axis=(2, 3))
+        windows = windows[:, :, ::self.stride_h, ::self.stride_w][:, :, :self.pooled_height,
+                                                                  :self.pooled_width]
+        stack = np.moveaxis(windows, (4, 5), (0, 1)).reshape(
+            (self.kernel_h * self.kernel_w,) + y.shape)
+        # Caffe starts from -FLT_MAX and takes a pixel only if strictly greater, so NaN
+        # and -inf never win; fmax ignores NaN the same way.
+        np.fmax(np.fmax.reduce(stack, axis=0), -FLT_MAX, out=y)
+        # The mask is the first maximum in row-major window order (Caffe's strict '>').
+        offset = np.zeros(y.shape, dtype=np.int32)
+        found = stack[0] == y
+        for o in range(1, len(stack)):
+            first = (stack[o] == y) & ~found
+            offset += o * first
+            found |= first
+        rows = self.hstart[:, None] + offset // self.kernel_w
+        cols = self.wstart[None, :] + offset % self.kernel_w
+        mask = rows * bottom[0].width + cols
+        mask[y == -FLT_MAX] = -1  # nothing in the window beat -FLT_MAX: no argmax, as in Caffe
+        (top[1] if len(top) > 1 else self.max_idx).mutable_cpu_data()[...] = mask
+
+    def backward_cpu(self, top, propagate_down, bottom):
+        if not propagate_down[0]:
+            return
+        dy = top[0].cpu_diff()
+        dx = bottom[0].mutable_cpu_diff()
+        dx[...] = 0
+        if self.layer_param.pooling_param.pool == P.AVE:
+            canvas = self._canvas(dx, 0.0)
+            for _, _, view in self._offset_views(canvas):
+                view += dy / self.pool_size  # within one offset the views never overlap
+            if canvas is not dx:
+                height, width = dx.shape[2:]
+                dx[...] = canvas[:, :, self.pad_h:self.pad_h + height, self.pad_w:self.pad_w + width]
+            return
+        mask = (top[1] if len(top) > 1 else self.max_idx).cpu_data().astype(np.int64)
+        n, c, height, width = dx.shape
+        plane = np.arange(n * c).reshape(n, c, 1, 1) * (height * width)
+        # Overlapping windows can share an argmax, so accumulate (np.add.at); windows
+        # with no argmax (-1) send their gradient to a spare slot that is dropped.
+        index = np.where(mask >= 0, mask + plane, dx.size)
+        flat = np.zeros(dx.size + 1, dtype=dx.dtype)
+        np.add.at(flat, index.ravel(), dy.ravel())
+        dx[...] = flat[:-1].reshape(dx.shape)

@@ -1,0 +1,43 @@
+r"""ReLU: the rectified linear unit, $y = \max(0, x) + \nu \min(0, x)$.
+
+Caffe: `relu_layer.cpp`. Device twin (to come): `opencl/relu.cl`.
+"""
+import numpy as np
+
+from minicaffe.layer import register_layer
+from minicaffe.layers.neuron import NeuronLayer
+
+
+@register_layer
+class ReLULayer(NeuronLayer):
+    r"""Rectified linear unit, applied to each element; $\nu$ is `negative_slope` (default 0).
+
+    $$ y = \begin{cases} x & x > 0 \\ \nu x & x \le 0 \end{cases} \qquad
+       \frac{\partial E}{\partial x} = \frac{\partial E}{\partial y}
+       \begin{cases} 1 & x > 0 \\ \nu & x \le 0 \end{cases} $$
+
+    With $\nu \ne 0$ this is the "leaky" ReLU.
+
+    May run in place (`top` is `bottom`): backward reads the bottom data, which in place
+    is y rather than x. That still gives the right answer because backward only needs the
+    sign of x, and y has the sign of x whenever $\nu > 0$ (for $\nu = 0$, y is 0 exactly
+    where x <= 0, and `y > 0` still matches `x > 0`). With $\nu < 0$ in place, the
+    gradient is wrong, as in Caffe: don't do that.
+
+    Bottom: x, any shape.   Top: y, the shape of x.
+
+        layer { name: "relu1" type: "ReLU" bottom: "ip1" top: "ip1"
+                relu_param { negative_slope: 0.01 } }
+    """
+
+    type = "ReLU"
+
+    def forward_cpu(self, bottom, top):
+        x, nu = bottom[0].cpu_data(), self.layer_param.relu_param.negative_slope
+        top[0].mutable_cpu_data()[...] = np.maximum(x, 0) + nu * np.minimum(x, 0)
+
+    def backward_cpu(self, top, propagate_down, bottom):
+        if propagate_down[0]:
+            x, dy = bottom[0].cpu_data(), top[0].cpu_diff()
+            nu = self.layer_param.relu_param.negative_slope
+            bottom[0].mutable_cpu_diff()[...] = dy * ((x > 0) + nu * (x <= 0))
