@@ -9,8 +9,8 @@
 // beta == 0 means C is written without being read, as in BLAS: C may hold garbage.
 #include "common.cl"
 
-// The tile side. The host launches TILE x TILE work-groups and defines a smaller
-// TILE (-D TILE=8) on devices that cannot run 256 work-items in a group.
+// The tile side: work-groups are TILE x TILE work-items. The host defines it per
+// device (-D TILE=16 on GPUs, 8 on CPUs and on devices with small work-groups).
 #ifndef TILE
 #define TILE 16
 #endif
@@ -74,5 +74,80 @@ void gemm_tiled(const int M, const int N, const int K, const Dtype alpha,
   if (row < M && col < N) {
     const int c = c_offset + row * N + col;
     C[c] = beta == 0 ? alpha * acc : alpha * acc + beta * C[c];
+  }
+}
+
+// ---- gemm_blocked: the same product, more work per work-item.
+//
+// gemm_tiled does one multiply-add per two local-memory reads. Here each work-item
+// computes a WPT x WPT block of C, so one value read from a tile feeds WPT
+// multiply-adds, kept in private registers (`acc`). A work-group is still
+// TILE x TILE work-items but owns a (TILE WPT) x (TILE WPT) block of C: work-item
+// (tx, ty) computes the elements (row0 + ty + TILE a, col0 + tx + TILE b) for
+// a, b < WPT. Spreading a work-item's elements TILE apart (rather than side by
+// side) keeps consecutive work-items on consecutive addresses for every load and
+// store. Edges work as in gemm_tiled: zeros loaded outside the matrices, stores
+// guarded. The host picks this kernel when M and N fill at least one block
+// (WPT = 4 on GPUs, 8 on CPUs, where it is ~4x faster than gemm_tiled under PoCL).
+#ifndef WPT
+#define WPT 4
+#endif
+#define BLOCK (TILE * WPT)
+
+__kernel __attribute__((reqd_work_group_size(TILE, TILE, 1)))
+void gemm_blocked(const int M, const int N, const int K, const Dtype alpha,
+                  __global const Dtype* A, const int a_offset, const int trans_a,
+                  __global const Dtype* B, const int b_offset, const int trans_b,
+                  const Dtype beta, __global Dtype* C, const int c_offset) {
+  const int tx = get_local_id(0), ty = get_local_id(1);
+  const int row0 = get_group_id(1) * BLOCK, col0 = get_group_id(0) * BLOCK;
+
+  // a_tile[r][k] = op(A)[row0 + r][k0 + k]  (BLOCK x TILE)
+  // b_tile[k][c] = op(B)[k0 + k][col0 + c]  (TILE x BLOCK)
+  __local Dtype a_tile[BLOCK][TILE + 1];
+  __local Dtype b_tile[TILE][BLOCK + 1];
+
+  Dtype acc[WPT][WPT];
+  for (int a = 0; a < WPT; ++a)
+    for (int b = 0; b < WPT; ++b) acc[a][b] = 0;
+
+  for (int k0 = 0; k0 < K; k0 += TILE) {
+    // Each work-item loads WPT values of each tile, one per TILE-row band.
+    for (int w = 0; w < WPT; ++w) {
+      if (!trans_a) {
+        const int r = ty + TILE * w, i = row0 + r, k = k0 + tx;
+        a_tile[r][tx] = (i < M && k < K) ? OP_A(i, k) : 0;
+      } else {
+        const int r = tx + TILE * w, i = row0 + r, k = k0 + ty;
+        a_tile[r][ty] = (i < M && k < K) ? OP_A(i, k) : 0;
+      }
+      if (!trans_b) {
+        const int c = tx + TILE * w, k = k0 + ty, j = col0 + c;
+        b_tile[ty][c] = (k < K && j < N) ? OP_B(k, j) : 0;
+      } else {
+        const int c = ty + TILE * w, k = k0 + tx, j = col0 + c;
+        b_tile[tx][c] = (k < K && j < N) ? OP_B(k, j) : 0;
+      }
+    }
+    barrier(CLK_LOCAL_MEM_FENCE);
+    for (int k = 0; k < TILE; ++k) {
+      Dtype b_reg[WPT];
+      for (int b = 0; b < WPT; ++b) b_reg[b] = b_tile[k][tx + TILE * b];
+      for (int a = 0; a < WPT; ++a) {
+        const Dtype a_reg = a_tile[ty + TILE * a][k];
+        for (int b = 0; b < WPT; ++b) acc[a][b] += a_reg * b_reg[b];
+      }
+    }
+    barrier(CLK_LOCAL_MEM_FENCE);
+  }
+  for (int a = 0; a < WPT; ++a) {
+    const int row = row0 + ty + TILE * a;
+    for (int b = 0; b < WPT; ++b) {
+      const int col = col0 + tx + TILE * b;
+      if (row < M && col < N) {
+        const int c = c_offset + row * N + col;
+        C[c] = beta == 0 ? alpha * acc[a][b] : alpha * acc[a][b] + beta * C[c];
+      }
+    }
   }
 }

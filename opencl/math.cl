@@ -79,8 +79,9 @@ __kernel void sign_kernel(const int n, __global const Dtype* a, __global Dtype* 
 //
 // One pass, two levels. Each work-item adds up its share of the terms (the
 // grid-stride KERNEL_LOOP), then the work-group adds up its work-items' totals in
-// local memory by halving: 128 -> 64 -> ... -> 1, a barrier between rounds so that
-// every partner's value is written before it is read. Work-item 0 writes the
+// local memory as a tree: the first half adds in the second half (64 adds for a
+// group of 128), then 32, ..., 1, with a barrier between rounds so that every
+// partner's value is written before it is read. Work-item 0 writes the
 // group's total to partial[group]; the host adds the few group totals (in double).
 // The local size must be a power of two (the host launches 128 or less).
 #define REDUCE_SUM 0
@@ -102,8 +103,8 @@ __kernel void reduce_kernel(const int n, const int op, __global const Dtype* x,
   const int lid = get_local_id(0);
   scratch[lid] = total;
   barrier(CLK_LOCAL_MEM_FENCE);
-  for (int half = get_local_size(0) / 2; half > 0; half /= 2) {
-    if (lid < half) scratch[lid] += scratch[lid + half];
+  for (int s = get_local_size(0) / 2; s > 0; s /= 2) {
+    if (lid < s) scratch[lid] += scratch[lid + s];
     barrier(CLK_LOCAL_MEM_FENCE);
   }
   if (lid == 0) partial[get_group_id(0)] = scratch[0];
