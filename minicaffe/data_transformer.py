@@ -96,8 +96,6 @@ class DataTransformer:
             blob.from_proto(protoio.read_binary(p.mean_file, caffe_pb2.BlobProto()))
             if blob.num_axes == 4 and blob.shape[0] == 1:
                 self.mean = blob.cpu_data()[0].copy()
-            elif blob.num_axes == 3:
-                self.mean = blob.cpu_data().copy()
             else:
                 raise MinicaffeError(f"{owner}: mean_file {p.mean_file!r} holds a blob of shape "
                                      f"{blob.shape}; a mean image is 1 x C x H x W")

@@ -15,7 +15,9 @@ byte order, which for `"%08d"` keys is the k-th record written.
 """
 from __future__ import annotations
 
+import os
 import shutil
+import threading
 from pathlib import Path
 
 import lmdb
@@ -23,9 +25,38 @@ import lmdb
 from minicaffe.common import MinicaffeError
 from minicaffe.proto import caffe_pb2
 
-# The map starts small and doubles when full; LMDB files are sparse, so a big map
-# costs address space, not disk, but a small start keeps 32-bit-ish limits away.
+# LMDB wants its maximum size up front. Like Caffe's LMDBTransaction, start modest and
+# double the map whenever a commit finds it full.
 INITIAL_MAP_SIZE = 64 << 20
+
+# LMDB forbids opening one environment twice in a process, yet a train net and a test
+# net may read the same source: readers share one read-only environment per data file.
+_SHARED: dict[tuple, list] = {}  # (st_dev, st_ino) of data.mdb -> [environment, users]
+_SHARED_LOCK = threading.Lock()
+
+
+def _acquire_env(path: Path):
+    st = os.stat(path / "data.mdb")
+    ident = (st.st_dev, st.st_ino)
+    with _SHARED_LOCK:
+        entry = _SHARED.get(ident)
+        if entry is None:
+            # lock=False, as Caffe's MDB_RDONLY readers: nothing writes a source while we
+            # train, and a read-only folder (a shared data set) still opens.
+            env = lmdb.open(str(path), readonly=True, lock=False, subdir=True)
+            entry = _SHARED[ident] = [env, 0]
+        entry[1] += 1
+        return ident, entry[0]
+
+
+def _release_env(ident) -> None:
+    with _SHARED_LOCK:
+        entry = _SHARED.get(ident)
+        if entry is not None:
+            entry[1] -= 1
+            if entry[1] == 0:
+                entry[0].close()
+                del _SHARED[ident]
 
 
 def _key_bytes(key) -> bytes:
@@ -113,15 +144,16 @@ class LMDBReader:
         if not is_lmdb(self.path):
             raise MinicaffeError(f"{where}data source {str(self.path)!r} is not an LMDB "
                                  f"directory (no data.mdb inside)")
+        self._ident = None
         try:
-            # lock=False: many readers (train and test nets) may share one source.
-            self.env = lmdb.open(str(self.path), readonly=True, lock=False, readahead=False,
-                                 subdir=True, max_readers=256)
+            self._ident, self.env = _acquire_env(self.path)
             with self.env.begin() as txn:
                 self.keys: list[bytes] = list(txn.cursor().iternext(keys=True, values=False))
         except lmdb.Error as err:
+            self.close()
             raise MinicaffeError(f"{where}cannot read LMDB {str(self.path)!r}: {err}") from None
         if not self.keys:
+            self.close()
             raise MinicaffeError(f"{where}LMDB {str(self.path)!r} holds no records")
 
     def __len__(self) -> int:
@@ -144,7 +176,9 @@ class LMDBReader:
             k = (k + 1) % len(self)
 
     def close(self) -> None:
-        self.env.close()
+        if self._ident is not None:
+            _release_env(self._ident)
+            self._ident = None
 
     def __enter__(self):
         return self

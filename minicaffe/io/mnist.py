@@ -11,6 +11,7 @@ their md5 and renames each into place only once it is verified.
 """
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import logging
 import os
@@ -21,6 +22,7 @@ from pathlib import Path
 from minicaffe.common import MinicaffeError
 from minicaffe.io.db import LMDBWriter
 from minicaffe.io.idx import read_images, read_labels
+from minicaffe.log import progress as log_progress
 from minicaffe.proto import caffe_pb2
 
 log = logging.getLogger(__name__)
@@ -42,11 +44,11 @@ COMMIT_EVERY = 1000
 
 def convert_mnist_data(images_path, labels_path, db_path, backend: str = "lmdb", *,
                        overwrite: bool = False, limit: int | None = None,
-                       progress: bool | None = None) -> int:
+                       progress: bool = True) -> int:
     """Convert an MNIST image/label IDX pair to an LMDB of Datums; return the record count.
 
-    `limit` converts only the first `limit` digits. `progress`: True/False forces the
-    tqdm bar on/off; None shows it for 10,000 digits or more when stderr is a terminal.
+    `limit` converts only the first `limit` digits. With `progress`, a run of 10,000
+    digits or more shows a tqdm bar while stderr is a terminal (`minicaffe.log.progress`).
     """
     if backend.lower() != "lmdb":
         raise MinicaffeError(f"backend {backend!r} is not supported: minicaffe writes LMDB only "
@@ -60,16 +62,16 @@ def convert_mnist_data(images_path, labels_path, db_path, backend: str = "lmdb",
     log.info("Opening lmdb %s", db_path)
     log.info("A total of %d items. Rows: %d Cols: %d", count, rows, cols)
 
-    from tqdm import tqdm
-    bar = tqdm(total=count, desc=f"converting {Path(images_path).name}", unit="digit",
-               disable=(not progress) if progress is not None else (None if count >= 10000 else True))
+    bar = (log_progress(count, desc=f"converting {Path(images_path).name}", unit="digit")
+           if progress and count >= 10000 else contextlib.nullcontext())
     datum = caffe_pb2.Datum(channels=1, height=rows, width=cols)
-    with LMDBWriter(db_path, commit_every=COMMIT_EVERY, overwrite=overwrite) as db, bar:
+    with LMDBWriter(db_path, commit_every=COMMIT_EVERY, overwrite=overwrite) as db, bar as bar:
         for item_id in range(count):
             datum.data = images[item_id].tobytes()
             datum.label = int(labels[item_id])
             db.put(f"{item_id:08d}", datum.SerializeToString())
-            bar.update(1)
+            if bar is not None:
+                bar.update(1)
     log.info("Processed %d files.", count)
     return count
 

@@ -1,0 +1,221 @@
+r"""Data: batches of Datums from an LMDB, read ahead by a background thread.
+
+Caffe's `data_layer.cpp` with `base_data_layer.cpp` (BasePrefetchingDataLayer).
+
+Device twin: none. A data layer only copies a prepared batch into its tops (the blobs
+copy it to the device when a kernel first reads it), so forward_gpu is forward_cpu.
+"""
+from __future__ import annotations
+
+import logging
+import queue
+import threading
+import weakref
+
+import numpy as np
+
+from minicaffe import common
+from minicaffe.common import MinicaffeError
+from minicaffe.data_transformer import DataTransformer
+from minicaffe.io.db import open_db
+from minicaffe.layer import Layer, register_layer
+from minicaffe.proto import caffe_pb2
+
+log = logging.getLogger(__name__)
+
+# data_param fields that Caffe moved to transform_param; old prototxts still set them.
+DEPRECATED_TRANSFORM_FIELDS = ("scale", "mean_file", "crop_size", "mirror")
+
+
+class _Failure:
+    """What the prefetch thread puts in the queue instead of a batch when it fails."""
+
+    def __init__(self, batch_index: int, error: BaseException):
+        self.batch_index, self.error = batch_index, error
+
+
+@register_layer
+class DataLayer(Layer):
+    r"""Reads `batch_size` records per forward from `data_param.source`, in key order.
+
+    Batch $k$ holds records $(r + kB + i) \bmod n$, $i = 0 \dots B-1$, for $B$ =
+    `batch_size`, $n$ records in the database and $r$ the `rand_skip` offset (uniform in
+    $[0, \text{rand\_skip})$, drawn once at setup; 0 by default). Reading wraps to the
+    first record at the end, as Caffe does ("Restarting data prefetching from start.").
+    Each record is a serialized `Datum`, transformed by `transform_param` (crop,
+    mirror, mean, scale; see `minicaffe.data_transformer`).
+
+    A daemon thread prepares up to `data_param.prefetch` batches ahead while the net
+    computes (`prefetch: 0` reads synchronously in forward). An error in the thread is
+    raised by the next forward, naming the layer and the batch. `set_batch_index(k)`
+    makes the next forward return batch k; a resumed solver calls it so that training
+    100 + 100 iterations equals training 200.
+
+    Tops: data (B, C, h, w) float32, shaped from the first record; optional label (B,).
+    Every record must have the first record's C x H x W (checked, naming the key).
+    No backward: data has no gradient.
+
+        layer {
+          name: "mnist" type: "Data" top: "data" top: "label"
+          include { phase: TRAIN }
+          transform_param { scale: 0.00390625 }
+          data_param { source: "examples/mnist/mnist_train_lmdb" batch_size: 64 backend: LMDB }
+        }
+    """
+
+    type = "Data"
+    exact_num_bottom_blobs = 0
+    min_top_blobs = 1
+    max_top_blobs = 2
+
+    def layer_setup(self, bottom, top):
+        p = self.layer_param.data_param
+        self.owner = f"{self.type} layer {self.name!r}"
+        if p.batch_size <= 0:
+            raise MinicaffeError(f"{self.owner}: data_param.batch_size must be positive, "
+                                 f"got {p.batch_size}")
+        self.batch_size = int(p.batch_size)
+        self.output_labels = len(top) > 1
+        transform_param = caffe_pb2.TransformationParameter()
+        transform_param.CopyFrom(self.layer_param.transform_param)
+        for field in DEPRECATED_TRANSFORM_FIELDS:
+            if p.HasField(field):  # Caffe's upgrade moves these into transform_param
+                setattr(transform_param, field, getattr(p, field))
+        self.transformer = DataTransformer(transform_param, self.phase, owner=self.owner)
+        self.db = open_db(p.source, p.backend, owner=self.owner)
+        self.datum_shape = self.read_datum(*self.db.read(0))[0].shape
+        self.top_shape = (self.batch_size, *self.transformer.output_shape(self.datum_shape))
+        self.skip = int(common.rng().integers(p.rand_skip)) if p.rand_skip else 0
+        if self.skip:
+            log.info("%s: skipping first %d data points", self.owner, self.skip)
+        log.info("%s: output data size: %s", self.owner, ",".join(map(str, self.top_shape)))
+        self.prefetch = int(p.prefetch)
+        self._thread = None
+        self.set_batch_index(0)
+
+    def reshape(self, bottom, top):
+        top[0].reshape(self.top_shape)
+        if self.output_labels:
+            top[1].reshape(self.batch_size)
+
+    def forward_cpu(self, bottom, top):
+        batch = self._next_batch()
+        if isinstance(batch, _Failure):
+            self._failure = batch  # the thread has stopped; later forwards fail the same way
+            raise MinicaffeError(f"{self.owner}: reading batch {batch.batch_index} from "
+                                 f"{self.layer_param.data_param.source!r} failed: "
+                                 f"{batch.error}") from batch.error
+        data, labels = batch
+        top[0].mutable_cpu_data()[...] = data
+        if self.output_labels:
+            top[1].mutable_cpu_data()[...] = labels
+
+    def backward_cpu(self, top, propagate_down, bottom):
+        """Data layers have no bottoms, so there is nothing to propagate."""
+
+    # Caffe's Forward_gpu only copies the prefetched batch to the device; writing the
+    # host copy does the same here, since the tops sync to the device when a kernel reads.
+    forward_gpu, backward_gpu = forward_cpu, backward_cpu
+
+    def allow_force_backward(self, bottom_index):
+        return False
+
+    # ---- reading
+    def positions(self, batch_index: int) -> np.ndarray:
+        """Record positions of batch `batch_index`."""
+        start = self.skip + batch_index * self.batch_size
+        return (start + np.arange(self.batch_size)) % len(self.db)
+
+    def load_batch(self, batch_index: int) -> tuple[np.ndarray, np.ndarray]:
+        """Read and transform batch `batch_index`: (data, labels) as float32 arrays."""
+        start = self.skip + batch_index * self.batch_size
+        positions = self.positions(batch_index)
+        if np.any((positions == 0) & (start + np.arange(self.batch_size) > 0)):
+            log.debug("%s: Restarting data prefetching from start.", self.owner)
+        images = np.empty((self.batch_size, *self.datum_shape), dtype=np.float32)
+        labels = np.empty(self.batch_size, dtype=np.float32)
+        for i, (key, value) in enumerate(self.db.read_many(positions.tolist())):
+            images[i], labels[i] = self.read_datum(key, value, self.datum_shape)
+        return self.transformer.transform(images, self.transformer.rng_for(batch_index)), labels
+
+    def read_datum(self, key: bytes, value: bytes, expected=None) -> tuple[np.ndarray, int]:
+        """(pixels (C, H, W), label) of one record; its shape must be `expected` if given."""
+        name = (f"{self.owner}: record {key.decode(errors='replace')!r} of "
+                f"{self.layer_param.data_param.source!r}")
+        try:
+            datum = caffe_pb2.Datum.FromString(value)
+        except Exception as err:  # protobuf's DecodeError
+            raise MinicaffeError(f"{name} is not a serialized Datum ({err})") from None
+        array = self.transformer.datum_to_array(datum, name=name)
+        if expected is not None and array.shape != expected:
+            raise MinicaffeError(f"{name} is {'x'.join(map(str, array.shape))} (C x H x W) but "
+                                 f"the first record is {'x'.join(map(str, expected))}; every "
+                                 f"record of a Data layer source must have the same shape")
+        return array, datum.label
+
+    def _load_or_fail(self, batch_index: int):
+        try:
+            return self.load_batch(batch_index)
+        except Exception as err:  # handed to forward, which raises it with context
+            return _Failure(batch_index, err)
+
+    def _next_batch(self):
+        if self._failure is not None:
+            return self._failure
+        index = self._next_index
+        self._next_index += 1
+        if not self.prefetch:
+            return self._load_or_fail(index)
+        while True:
+            try:
+                return self._queue.get(timeout=1.0)
+            except queue.Empty:
+                if not self._thread.is_alive():  # only if the interpreter is shutting down
+                    return _Failure(index, RuntimeError("the prefetch thread has stopped"))
+
+    # ---- the prefetch thread
+    def set_batch_index(self, batch_index: int) -> None:
+        """Make the next forward return batch `batch_index`; restarts the prefetcher."""
+        self.stop_prefetch()
+        self._next_index = int(batch_index)
+        self._failure = None
+        if not self.prefetch:
+            return
+        self._queue = queue.Queue(maxsize=self.prefetch)
+        self._stop = threading.Event()
+        # The thread holds only a weak reference, so a dropped layer is collected and
+        # its __del__ stops the thread instead of the thread keeping the layer alive.
+        self._thread = threading.Thread(
+            target=_prefetch_loop, name=f"prefetch {self.name}", daemon=True,
+            args=(weakref.ref(self), self._next_index, self._queue, self._stop))
+        self._thread.start()
+
+    def stop_prefetch(self) -> None:
+        """Stop the prefetch thread and drop the batches it read ahead."""
+        if self._thread is not None:
+            self._stop.set()
+            self._thread.join()
+            self._thread = None
+
+    def __del__(self):
+        if getattr(self, "_thread", None) is not None:
+            self._stop.set()
+
+
+def _prefetch_loop(layer_ref, batch_index: int, out: queue.Queue, stop: threading.Event) -> None:
+    """Load batch after batch into `out` until `stop` is set or the layer is gone."""
+    while not stop.is_set():
+        layer = layer_ref()
+        if layer is None:
+            return
+        batch = layer._load_or_fail(batch_index)
+        del layer
+        while not stop.is_set():
+            try:
+                out.put(batch, timeout=0.05)  # wake up now and then to notice `stop`
+                break
+            except queue.Full:
+                continue
+        if isinstance(batch, _Failure):
+            return
+        batch_index += 1
