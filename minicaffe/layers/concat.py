@@ -44,13 +44,14 @@ class ConcatLayer(Layer):
 
     def reshape(self, bottom, top):
         param, first = self.layer_param.concat_param, bottom[0]
-        # concat_dim is unsigned: no counting from the end.
-        name, axis = (("concat_dim", param.concat_dim) if param.HasField("concat_dim")
-                      else ("axis", param.axis))
-        if not (0 if name == "concat_dim" else -first.num_axes) <= axis < first.num_axes:
+        if param.HasField("concat_dim"):
+            # concat_dim is unsigned, so it never counts from the end.
+            name, axis, lowest = "concat_dim", param.concat_dim, 0
+        else:
+            name, axis, lowest = "axis", param.axis, -first.num_axes
+        if not lowest <= axis < first.num_axes:
             self._fail(f"{name} {axis} is out of range for bottom 0 of shape {first.shape}")
-        axis %= first.num_axes
-        self.concat_axis = axis
+        self.concat_axis = axis = axis % first.num_axes
         top_shape = list(first.shape)
         for i, blob in enumerate(bottom[1:], start=1):
             if blob.num_axes != first.num_axes:

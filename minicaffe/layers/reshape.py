@@ -56,7 +56,8 @@ class ReshapeLayer(Layer):
         self.copy_axes = [i for i, d in enumerate(dims) if d == 0]
         inferred = [i for i, d in enumerate(dims) if d == -1]
         if len(inferred) > 1:
-            self._fail(f"new shape {dims} contains more than one -1; at most one dim may be inferred")
+            self._fail(f"new shape {dims} contains more than one -1; at most one dim may be "
+                       "inferred")
         if any(d < -1 for d in dims):
             self._fail(f"new shape {dims} has a dim below -1; dims are > 0, 0 (copy) or -1 (infer)")
         self.inferred_axis = inferred[0] if inferred else -1

@@ -1,0 +1,84 @@
+"""ReLU: known values, gradients (Caffe's checker settings), in-place use, bad input."""
+import numpy as np
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from minicaffe import common
+from minicaffe.blob import Blob
+from minicaffe.common import MinicaffeError
+from minicaffe.layer import create_layer
+from minicaffe.layers.relu import ReLULayer
+from minicaffe.testing import GradientChecker
+from tests.strategies import blob_from, blobs, layer_param
+
+
+@pytest.fixture(scope="module")
+def mode(mode):
+    """The engines to test: the OpenCL one only once the layer has its twin."""
+    if mode == common.GPU and not ReLULayer.has_gpu():
+        pytest.skip("ReLU has no OpenCL implementation yet")
+    return mode
+
+
+def relu(slope=0.0):
+    return create_layer(layer_param("ReLU", relu_param={"negative_slope": slope}))
+
+
+@pytest.mark.parametrize("slope, expected, expected_dx", [
+    (0.0, [0, 0, 0, 1.5], [0, 0, 0, 4]),
+    (0.1, [-0.2, -0.05, 0, 1.5], [0.1, 0.2, 0.3, 4]),
+])
+def test_known_values(mode, slope, expected, expected_dx):
+    bottom, top = blob_from([-2.0, -0.5, 0.0, 1.5]), Blob()
+    layer = relu(slope)
+    layer.setup([bottom], [top])
+    layer.forward([bottom], [top])
+    np.testing.assert_allclose(top.cpu_data(), expected, rtol=1e-6)
+    top.diff = [1, 2, 3, 4]
+    layer.backward([top], [True], [bottom])
+    # At x = 0 the gradient is the negative side's slope, as in Caffe (x <= 0).
+    np.testing.assert_allclose(bottom.cpu_diff(), expected_dx, rtol=1e-6)
+
+
+@given(bottom=blobs(max_side=4), slope=st.one_of(st.just(0.0), st.floats(-1.0, 2.0, width=32)))
+def test_gradient(mode, bottom, slope):
+    checker = GradientChecker(1e-2, 1e-3, 1701, 0.0, 0.01)
+    checker.check_gradient_eltwise(relu(slope), [bottom], [Blob()])
+
+
+def run(layer, bottom, top, dy):
+    layer.setup([bottom], [top])
+    layer.forward([bottom], [top])
+    y = top.cpu_data().copy()
+    top.diff = dy
+    layer.backward([top], [True], [bottom])
+    return y, bottom.cpu_diff().copy()
+
+
+@given(bottom=blobs(), slope=st.one_of(st.just(0.0), st.floats(0.0, 1.0, width=32)),
+       seed=st.integers(0, 2**31 - 1))
+def test_in_place_matches_out_of_place(mode, bottom, slope, seed):
+    x = bottom.cpu_data().copy()
+    dy = np.random.default_rng(seed).uniform(-1, 1, x.shape).astype(np.float32)
+    y, dx = run(relu(slope), blob_from(x), Blob(), dy)
+    y_in, dx_in = run(relu(slope), bottom, bottom, dy)  # top is the bottom blob
+    np.testing.assert_array_equal(y_in, y)
+    np.testing.assert_array_equal(dx_in, dx)
+
+
+@given(bottom=blobs(), slope=st.floats(0.0, 1.0, width=32))
+def test_output_keeps_sign_and_positive_part(mode, bottom, slope):
+    layer, top = relu(slope), Blob()
+    layer.setup([bottom], [top])
+    layer.forward([bottom], [top])
+    x, y = bottom.cpu_data(), top.cpu_data()
+    np.testing.assert_array_equal(y[x > 0], x[x > 0])
+    assert np.all(np.sign(y[x < 0]) <= 0)
+    np.testing.assert_allclose(y[x <= 0], np.float32(slope) * x[x <= 0], rtol=1e-6)
+
+
+def test_bad_blob_count(mode):
+    layer = create_layer(layer_param("ReLU", name="relu_bad"))
+    with pytest.raises(MinicaffeError, match=r"ReLU layer 'relu_bad' takes exactly 1 bottom"):
+        layer.setup([Blob(2), Blob(2)], [Blob()])
