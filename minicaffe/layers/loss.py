@@ -2,9 +2,24 @@
 
 Two bottoms (prediction, target), one scalar top whose loss weight defaults to 1, and
 no gradient for the target (labels are data, not something to learn).
+
+Also Caffe's loss normalization (`LossParameter.normalization`), shared by the loss
+layers that average over output locations (SoftmaxWithLoss, and others later):
+
+    FULL        divide by every location, outer_num * inner_num
+    VALID       divide by the locations whose label is not `ignore_label` (the default)
+    BATCH_SIZE  divide by outer_num, the batch size
+    NONE        do not divide
+
+The deprecated `normalize` field still works as in Caffe: with `normalization` unset,
+`normalize: false` means BATCH_SIZE and `normalize: true` means VALID. The divisor is
+never below 1, so an all-ignored batch gives loss 0 rather than 0/0.
 """
 from minicaffe.common import MinicaffeError
 from minicaffe.layer import Layer
+from minicaffe.proto import caffe_pb2
+
+Norm = caffe_pb2.LossParameter
 
 
 class LossLayer(Layer):
@@ -21,3 +36,26 @@ class LossLayer(Layer):
 
     def allow_force_backward(self, bottom_index):
         return bottom_index != 1
+
+    # ---- normalization (Caffe's LossLayer::GetNormalizer and its callers' set-up)
+    def normalization_mode(self) -> int:
+        """The effective `LossParameter.NormalizationMode`, honouring the deprecated `normalize`."""
+        loss_param = self.layer_param.loss_param
+        if not loss_param.HasField("normalization") and loss_param.HasField("normalize"):
+            return Norm.VALID if loss_param.normalize else Norm.BATCH_SIZE
+        return loss_param.normalization
+
+    @staticmethod
+    def get_normalizer(mode: int, outer_num: int, inner_num: int, valid_count: int = -1) -> float:
+        """The divisor of the summed loss; `valid_count` -1 means "every location is valid"."""
+        if mode == Norm.FULL:
+            normalizer = outer_num * inner_num
+        elif mode == Norm.VALID:
+            normalizer = outer_num * inner_num if valid_count == -1 else valid_count
+        elif mode == Norm.BATCH_SIZE:
+            normalizer = outer_num
+        elif mode == Norm.NONE:
+            normalizer = 1
+        else:
+            raise MinicaffeError(f"unknown loss normalization mode {mode}")
+        return max(1.0, float(normalizer))

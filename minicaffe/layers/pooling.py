@@ -5,10 +5,11 @@ $(s_h, s_w)$ over each channel of each image, which may first be padded by $(p_h
 Output size (Caffe's rule, `round_mode` CEIL by default, FLOOR on request):
 
 $$ H' = \left\lceil \frac{H + 2p_h - k_h}{s_h} \right\rceil + 1, \qquad
-   \text{then } H' \mathrel{-}= 1 \text{ if } p_h > 0 \text{ and } (H' - 1)s_h \ge H + p_h $$
+   \text{then } H' \mathrel{-}= 1 \text{ if } (p_h, p_w) \ne (0, 0) \text{ and } (H' - 1)s_h \ge H + p_h $$
 
-(the last window must start inside the image or its left padding, never in the right
-padding alone), and likewise for the width. CEIL lets the last window hang over the
+(with any padding, the last window must start inside the image or its left padding,
+never in the right padding alone; Caffe applies this to both axes as soon as either
+is padded), and likewise for the width. CEIL lets the last window hang over the
 bottom/right edge; the part outside the image is simply left out.
 
 Window $(i, j)$ covers rows $h_0 = i s_h - p_h$ up to $h_0 + k_h$ and columns alike.
@@ -24,6 +25,9 @@ Window $(i, j)$ covers rows $h_0 = i s_h - p_h$ up to $h_0 + k_h$ and columns al
   the overhang beyond the padding does not. Backward spreads
   $\frac{1}{|P|}\,\partial E/\partial y$ over the window's pixels inside the image.
 * STOCHASTIC is not supported.
+
+A window can hold no image pixel only when the stride exceeds the kernel: MAX then
+gives -FLT_MAX with mask -1 (Caffe's initial values) and AVE gives 0 (Caffe: 0/0).
 
 `global_pooling: true` pools each whole channel to 1x1 (kernel = H x W, no pad, stride 1).
 
@@ -157,7 +161,7 @@ class PoolingLayer(Layer):
         """For each kernel offset (i, j): the (N, C, H', W') view of pixel (i, j) of every window."""
         for i in range(self.kernel_h):
             for j in range(self.kernel_w):
-                yield i, j, canvas[:, :, i:i + (self.pooled_height - 1) * self.stride_h + 1:self.stride_h,
+                yield canvas[:, :, i:i + (self.pooled_height - 1) * self.stride_h + 1:self.stride_h,
                                    j:j + (self.pooled_width - 1) * self.stride_w + 1:self.stride_w]
 
     # ---- compute
@@ -166,7 +170,7 @@ class PoolingLayer(Layer):
         y = top[0].mutable_cpu_data()
         if self.layer_param.pooling_param.pool == P.AVE:
             y[...] = 0
-            for _, _, view in self._offset_views(self._canvas(x, 0.0)):
+            for view in self._offset_views(self._canvas(x, 0.0)):
                 y += view
             y /= self.pool_size
             return
@@ -180,16 +184,16 @@ class PoolingLayer(Layer):
         # Caffe starts from -FLT_MAX and takes a pixel only if strictly greater, so NaN
         # and -inf never win; fmax ignores NaN the same way.
         np.fmax(np.fmax.reduce(stack, axis=0), -FLT_MAX, out=y)
-        # The mask is the first maximum in row-major window order (Caffe's strict '>').
-        offset = np.zeros(y.shape, dtype=np.int32)
+        # The mask is the first maximum in row-major window order (Caffe's strict '>'):
+        # walk the offsets in order and take each window's first match.
+        width = bottom[0].width
+        mask = np.zeros(y.shape, dtype=np.int32)  # relative to the window's start
         found = stack[0] == y
         for o in range(1, len(stack)):
             first = (stack[o] == y) & ~found
-            offset += o * first
+            mask += ((o // self.kernel_w) * width + o % self.kernel_w) * first
             found |= first
-        rows = self.hstart[:, None] + offset // self.kernel_w
-        cols = self.wstart[None, :] + offset % self.kernel_w
-        mask = rows * bottom[0].width + cols
+        mask += (self.hstart[:, None] * width + self.wstart[None, :]).astype(np.int32)
         mask[y == -FLT_MAX] = -1  # nothing in the window beat -FLT_MAX: no argmax, as in Caffe
         (top[1] if len(top) > 1 else self.max_idx).mutable_cpu_data()[...] = mask
 
@@ -198,11 +202,11 @@ class PoolingLayer(Layer):
             return
         dy = top[0].cpu_diff()
         dx = bottom[0].mutable_cpu_diff()
-        dx[...] = 0
         if self.layer_param.pooling_param.pool == P.AVE:
-            canvas = self._canvas(dx, 0.0)
-            for _, _, view in self._offset_views(canvas):
-                view += dy / self.pool_size  # within one offset the views never overlap
+            dx[...] = 0
+            canvas, share = self._canvas(dx, 0.0), dy / self.pool_size
+            for view in self._offset_views(canvas):
+                view += share  # within one offset the views never overlap
             if canvas is not dx:
                 height, width = dx.shape[2:]
                 dx[...] = canvas[:, :, self.pad_h:self.pad_h + height, self.pad_w:self.pad_w + width]
