@@ -1,0 +1,228 @@
+"""The `minicaffe` command: Caffe's `caffe` tool (`tools/caffe.cpp`) and its helpers.
+
+    minicaffe train --solver lenet_solver.prototxt [--snapshot S.solverstate | --weights W[,W2]] [--gpu 0]
+    minicaffe test  --model lenet_train_test.prototxt --weights W.caffemodel --iterations 100 [--gpu 0]
+    minicaffe convert_mnist_data IMAGES LABELS DB [--backend lmdb]
+    minicaffe data mnist [--dest data/mnist]
+
+Flags take Caffe's single dash too (`-solver x`, `-gpu=0`), so Caffe's shell scripts
+(`caffe train -solver examples/mnist/lenet_solver.prototxt`) work with the name changed.
+Paths inside a solver file are relative to the current directory, as in Caffe.
+
+Logs go to stderr in glog's format. A user error (a missing file, a typo in a prototxt,
+a bad flag combination) prints one paragraph, `minicaffe: error: ...`, and exits 1.
+"""
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+
+from minicaffe import log as glog  # noqa: F401  (installs the glog handler)
+from minicaffe.common import MinicaffeError
+
+logger = logging.getLogger("minicaffe.caffe")
+PROG = "minicaffe"
+
+
+# ---------------------------------------------------------------- shared flag handling
+
+def parse_gpus(flag: str | None) -> list[int]:
+    """`--gpu 0`, `--gpu 0,1` or `--gpu all` (which means device 0 here: one device at a time)."""
+    if not flag:
+        return []
+    if flag == "all":
+        return [0]
+    try:
+        return [int(g) for g in flag.split(",")]
+    except ValueError:
+        raise MinicaffeError(f"--gpu takes device ids separated by ',' or 'all', got {flag!r}") from None
+
+
+def parse_stages(flag: str | None) -> list[str]:
+    return [s for s in (flag or "").split(",") if s]
+
+
+def _one_device(gpus: list[int]) -> list[int]:
+    for g in reversed(gpus[1:]):
+        logger.info("Not using GPU #%d: minicaffe runs on one device", g)
+    return gpus[:1]
+
+
+# ---------------------------------------------------------------- verbs
+
+def train(args) -> int:
+    from minicaffe.proto import caffe_pb2
+    from minicaffe.solver import read_solver_file
+    from minicaffe.solvers import get_solver
+
+    if not args.solver:
+        raise MinicaffeError("Need a solver definition to train: give --solver FILE.")
+    if args.snapshot and args.weights:
+        raise MinicaffeError("Give a snapshot to resume training or weights to finetune but not both "
+                             f"(got --snapshot {args.snapshot} and --weights {args.weights}).")
+    param = read_solver_file(args.solver)
+    param.train_state.level = args.level
+    param.train_state.stage.extend(parse_stages(args.stage))
+
+    # Without --gpu, the solver file decides (solver_mode, device_id), as in Caffe.
+    gpus = parse_gpus(args.gpu)
+    if not gpus and param.solver_mode == caffe_pb2.SolverParameter.GPU:
+        gpus = [param.device_id]
+    gpus = _one_device(gpus)
+    if gpus:
+        logger.info("Using GPUs %s", ", ".join(map(str, gpus)))
+        param.solver_mode = caffe_pb2.SolverParameter.GPU
+        param.device_id = gpus[0]
+    else:
+        logger.info("Use CPU.")
+        param.solver_mode = caffe_pb2.SolverParameter.CPU
+
+    solver = get_solver(param, args.solver)
+    solver.sigint_effect, solver.sighup_effect = args.sigint_effect, args.sighup_effect
+    if args.snapshot:
+        logger.info("Resuming from %s", args.snapshot)
+        solver.restore(args.snapshot)
+    elif args.weights:
+        for weights in args.weights.split(","):
+            logger.info("Finetuning from %s", weights)
+            solver.net.copy_trained_layers_from(weights)
+            for test_net in solver.test_nets:
+                test_net.copy_trained_layers_from(weights)
+    logger.info("Starting Optimization")
+    solver.solve()
+    return 0
+
+
+def test(args) -> int:
+    from minicaffe.log import format_number as fmt
+    from minicaffe.net import TEST, Net
+    from minicaffe.solver import select_mode
+
+    if not args.model:
+        raise MinicaffeError("Need a model definition to score: give --model FILE.")
+    if not args.weights:
+        raise MinicaffeError("Need model weights to score: give --weights FILE.caffemodel.")
+    if args.iterations < 1:
+        raise MinicaffeError(f"--iterations must be at least 1, got {args.iterations}")
+    gpus = _one_device(parse_gpus(args.gpu))
+    if not gpus:
+        logger.info("Use CPU.")
+    select_mode(bool(gpus), gpus[0] if gpus else 0)
+
+    net = Net(args.model, TEST, level=args.level, stages=parse_stages(args.stage))
+    net.copy_trained_layers_from(args.weights)
+    logger.info("Running for %d iterations.", args.iterations)
+    totals: list[float] = []
+    loss = 0.0
+    for i in range(args.iterations):
+        loss += net.forward_loss()
+        idx = 0
+        for name, blob in zip(net.output_blob_names, net.output_blobs):
+            for score in blob.cpu_data().ravel():
+                if i == 0:
+                    totals.append(float(score))
+                else:
+                    totals[idx] += float(score)
+                idx += 1
+                logger.info("Batch %d, %s = %s", i, name, fmt(score))
+    logger.info("Loss: %s", fmt(loss / args.iterations))
+    idx = 0
+    for name, blob, weight in zip(net.output_blob_names, net.output_blobs, net.output_blob_loss_weights):
+        for _ in range(blob.count):
+            mean = totals[idx] / args.iterations
+            suffix = f" (* {fmt(weight)} = {fmt(weight * mean)} loss)" if weight else ""
+            logger.info("%s = %s%s", name, fmt(mean), suffix)
+            idx += 1
+    return 0
+
+
+def convert_mnist_data(args) -> int:
+    from minicaffe.io import mnist
+    mnist.convert_mnist_data(args.images, args.labels, args.db, args.backend)
+    return 0
+
+
+def data(args) -> int:
+    from minicaffe.io import mnist
+    if args.dataset != "mnist":
+        raise MinicaffeError(f"unknown data set {args.dataset!r}; known: mnist")
+    mnist.download_mnist(args.dest)
+    return 0
+
+
+# ---------------------------------------------------------------- parser
+
+def _flag(parser, name: str, **kwargs) -> None:
+    """A flag that answers to `--name` and to Caffe's (gflags') `-name`."""
+    parser.add_argument(f"--{name}", f"-{name}", **kwargs)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog=PROG, description="minicaffe: Caffe's command line brew, in Python.",
+        epilog="Logs are written to stderr in Caffe's (glog's) format; set GLOG_minloglevel=1 "
+               "to show warnings and errors only.")
+    verbs = parser.add_subparsers(dest="command", metavar="command", required=True)
+
+    p = verbs.add_parser("train", help="train or finetune a model")
+    _flag(p, "solver", help="the solver definition protocol buffer text file")
+    _flag(p, "snapshot", help="optional; the .solverstate to resume training from")
+    _flag(p, "weights", help="optional; pretrained .caffemodel(s) to finetune from, separated by ','. "
+                             "Cannot be set together with --snapshot")
+    _flag(p, "gpu", help="optional; run in GPU mode on this device id ('all' means device 0)")
+    _flag(p, "level", type=int, default=0, help="optional; the train net's level")
+    _flag(p, "stage", help="optional; the train net's stages, separated by ','")
+    _flag(p, "sigint_effect", default="stop", choices=("stop", "snapshot", "none"),
+          help="what SIGINT (Ctrl-C) does: stop (after a snapshot), snapshot, or none (default: stop)")
+    _flag(p, "sighup_effect", default="snapshot", choices=("stop", "snapshot", "none"),
+          help="what SIGHUP does (default: snapshot)")
+    p.set_defaults(func=train)
+
+    p = verbs.add_parser("test", help="score a model")
+    _flag(p, "model", help="the model definition protocol buffer text file")
+    _flag(p, "weights", help="the trained .caffemodel to score")
+    _flag(p, "iterations", type=int, default=50, help="the number of batches to run (default: 50)")
+    _flag(p, "gpu", help="optional; run in GPU mode on this device id")
+    _flag(p, "level", type=int, default=0, help="optional; the net's level")
+    _flag(p, "stage", help="optional; the net's stages, separated by ','")
+    p.set_defaults(func=test)
+
+    p = verbs.add_parser("convert_mnist_data", help="convert MNIST IDX files to an LMDB of Datums")
+    p.add_argument("images", help="the images file, e.g. train-images-idx3-ubyte(.gz)")
+    p.add_argument("labels", help="the labels file, e.g. train-labels-idx1-ubyte(.gz)")
+    p.add_argument("db", help="the LMDB folder to create")
+    _flag(p, "backend", default="lmdb", help="the db backend (only lmdb)")
+    p.set_defaults(func=convert_mnist_data)
+
+    p = verbs.add_parser("data", help="download a data set")
+    p.add_argument("dataset", choices=("mnist",), help="the data set")
+    _flag(p, "dest", default="data/mnist", help="the folder to download into (default: data/mnist)")
+    p.set_defaults(func=data)
+    return parser
+
+
+def error_paragraph(err: BaseException) -> str:
+    """`minicaffe: error: ...` as one paragraph (no blank lines, no traceback)."""
+    lines = [line.rstrip() for line in str(err).strip().splitlines() if line.strip()]
+    return f"{PROG}: error: " + "\n".join(lines or [type(err).__name__])
+
+
+def main(argv=None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return args.func(args)
+    except MinicaffeError as err:
+        print(error_paragraph(err), file=sys.stderr)
+        return 1
+    except OSError as err:  # a full disk, a folder we may not write: still the user's to fix
+        print(error_paragraph(f"{err.filename + ': ' if err.filename else ''}{err.strerror or err}"),
+              file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print(f"{PROG}: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

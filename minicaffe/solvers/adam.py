@@ -1,0 +1,48 @@
+r"""Adam (Kingma & Ba, 2014; Caffe's `adam_solver.cpp`).
+
+With $\beta_1$ = `momentum`, $\beta_2$ = `momentum2`, $\epsilon$ = `delta` and
+$t$ = iter + 1, per parameter:
+
+$$ m_t = \beta_1 m_{t-1} + (1-\beta_1) g \qquad v_t = \beta_2 v_{t-1} + (1-\beta_2) g^2 $$
+$$ \Delta w = \eta\,\mathrm{lr\_mult}\, \frac{\sqrt{1-\beta_2^t}}{1-\beta_1^t}\,
+   \frac{m_t}{\sqrt{v_t} + \epsilon} $$
+
+The bias correction is folded into the rate, as in Caffe (so $\epsilon$ is added to the
+uncorrected $\sqrt{v_t}$). The history holds every $m$ first, then every $v$, which is
+the order a Caffe `.solverstate` stores them in.
+"""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+from minicaffe.blob import Blob
+from minicaffe.solver import register_solver
+from minicaffe.solvers.sgd import SGDSolver
+
+
+@register_solver
+class AdamSolver(SGDSolver):
+    """    type: "Adam"   base_lr: 0.001   momentum: 0.9   momentum2: 0.999   lr_policy: "fixed" """
+
+    type = "Adam"
+
+    def presolve(self) -> None:
+        super().presolve()  # m, one per parameter
+        self.history += [Blob(p.shape, name=f"history[{len(self.history) + i}]")
+                         for i, p in enumerate(self.net.learnable_params)]  # v
+
+    def compute_update_value(self, param_id: int, rate: float) -> None:
+        n = len(self.net.learnable_params)
+        p = self.net.learnable_params[param_id]
+        m = self.history[param_id].mutable_cpu_data()
+        v = self.history[param_id + n].mutable_cpu_data()
+        beta1, beta2 = np.float32(self.param.momentum), np.float32(self.param.momentum2)
+        t = self.iter + 1
+        correction = math.sqrt(1.0 - float(beta2) ** t) / (1.0 - float(beta1) ** t)
+        local_rate = np.float32(rate * self.net.params_lr[param_id] * correction)
+        g = p.cpu_diff()
+        m[...] = (1 - beta1) * g + beta1 * m
+        v[...] = (1 - beta2) * np.square(g) + beta2 * v
+        p.mutable_cpu_diff()[...] = local_rate * (m / (np.sqrt(v) + np.float32(self.param.delta)))

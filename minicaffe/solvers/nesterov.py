@@ -1,0 +1,30 @@
+r"""Nesterov's accelerated gradient (Caffe's `nesterov_solver.cpp`).
+
+Like SGD with momentum, but the step looks ahead along the momentum:
+
+$$ v_t = \mu v_{t-1} + \eta\, g_t \qquad \Delta w = (1 + \mu) v_t - \mu v_{t-1} $$
+
+and the net applies $w \leftarrow w - \Delta w$. Everything else (lr policy, clipping,
+normalization, weight decay, snapshots) is SGD's.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from minicaffe.solver import register_solver
+from minicaffe.solvers.sgd import SGDSolver
+
+
+@register_solver
+class NesterovSolver(SGDSolver):
+    """    type: "Nesterov"   base_lr: 0.01   momentum: 0.95"""
+
+    type = "Nesterov"
+
+    def compute_update_value(self, param_id: int, rate: float) -> None:
+        p, h = self.net.learnable_params[param_id], self.history[param_id].mutable_cpu_data()
+        momentum = np.float32(self.param.momentum)
+        local_rate = np.float32(rate * self.net.params_lr[param_id])
+        previous = h.copy()
+        h[...] = momentum * h + local_rate * p.cpu_diff()
+        p.mutable_cpu_diff()[...] = (1 + momentum) * h - momentum * previous

@@ -1,0 +1,138 @@
+"""The `minicaffe` command: Caffe's verbs and flags, and errors as one paragraph, exit 1."""
+import os
+
+import numpy as np
+import pytest
+
+from minicaffe import cli, common, protoio
+from tests.test_solver import GLOG, SequenceDataLayer, net_text
+
+SOLVER = ('net: "net.prototxt" test_iter: 2 test_interval: 3 base_lr: 0.05 momentum: 0.9 '
+          'lr_policy: "step" gamma: 0.5 stepsize: 2 display: 2 max_iter: 4 snapshot: 2 '
+          'snapshot_prefix: "snaps/tiny" solver_mode: CPU random_seed: 3\n')
+
+@pytest.fixture
+def workdir(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "net.prototxt").write_text(net_text(data=SequenceDataLayer.type))
+    (tmp_path / "solver.prototxt").write_text(SOLVER)
+    (tmp_path / "snaps").mkdir()
+    old = common.mode()
+    yield tmp_path
+    common.set_mode(old)  # the CLI sets the process-wide mode, as caffe does
+
+
+def run(capsys, *argv):
+    code = cli.main(list(argv))
+    out = capsys.readouterr()
+    return code, out.err
+
+
+def assert_one_paragraph_error(code, err, *fragments):
+    """Log lines (glog format) may come first; then one paragraph, and no traceback."""
+    assert code == 1
+    assert "Traceback" not in err
+    message = err[err.index("minicaffe: error: "):].strip()
+    assert not any(GLOG.match(line) for line in message.splitlines()) and "\n\n" not in message
+    for fragment in fragments:
+        assert fragment in message
+
+
+def test_train_writes_snapshots_and_logs(workdir, capsys):
+    code, err = run(capsys, "train", "--solver", "solver.prototxt")
+    assert code == 0
+    assert sorted(os.listdir("snaps")) == ["tiny_iter_2.caffemodel", "tiny_iter_2.solverstate",
+                                           "tiny_iter_4.caffemodel", "tiny_iter_4.solverstate"]
+    assert "Use CPU." in err and "Solving tiny" in err and "Iteration 2, lr = 0.025" in err
+    assert err.rstrip().endswith("Optimization Done.")
+
+
+def test_caffe_style_single_dash_flags(workdir, capsys):
+    code, _ = run(capsys, "train", "-solver", "solver.prototxt", "-sigint_effect=none")
+    assert code == 0 and os.path.exists("snaps/tiny_iter_4.caffemodel")
+
+
+def test_resume_from_snapshot_equals_the_straight_run(workdir, capsys):
+    assert run(capsys, "train", "--solver", "solver.prototxt")[0] == 0
+    straight = protoio.read_net_param("snaps/tiny_iter_4.caffemodel")
+    os.remove("snaps/tiny_iter_4.caffemodel")
+    code, err = run(capsys, "train", "--solver", "solver.prototxt", "--snapshot", "snaps/tiny_iter_2.solverstate")
+    assert code == 0 and "Resuming from snaps/tiny_iter_2.solverstate" in err
+    assert "Iteration 0," not in err  # it starts at iteration 2
+    resumed = protoio.read_net_param("snaps/tiny_iter_4.caffemodel")
+    for a, b in zip(straight.layer, resumed.layer):
+        for pa, pb in zip(a.blobs, b.blobs):
+            np.testing.assert_array_equal(pa.data, pb.data)
+
+
+def test_finetune_from_weights(workdir, capsys):
+    assert run(capsys, "train", "--solver", "solver.prototxt")[0] == 0
+    code, err = run(capsys, "train", "--solver", "solver.prototxt", "--weights", "snaps/tiny_iter_4.caffemodel")
+    assert code == 0 and "Finetuning from snaps/tiny_iter_4.caffemodel" in err
+
+
+def test_test_verb_prints_batches_and_means(workdir, capsys):
+    assert run(capsys, "train", "--solver", "solver.prototxt")[0] == 0
+    code, err = run(capsys, "test", "--model", "net.prototxt", "--weights", "snaps/tiny_iter_4.caffemodel",
+                    "--iterations", "3")
+    assert code == 0
+    batches = [float(line.rsplit("= ", 1)[1]) for line in err.splitlines() if "] Batch " in line]
+    assert len(batches) == 3
+    final = [line for line in err.splitlines() if "] loss = " in line]
+    assert len(final) == 1 and final[0].endswith(" loss)")  # "loss = m (* 1 = m loss)"
+    mean = float(final[0].split("] loss = ")[1].split()[0])
+    assert mean == pytest.approx(np.mean(batches), rel=1e-4)
+
+
+@pytest.mark.parametrize("argv, fragments", [
+    (["train", "--solver", "nope.prototxt"], ["nope.prototxt: no such file"]),
+    (["train"], ["Need a solver definition"]),
+    (["train", "--solver", "solver.prototxt", "--snapshot", "a.solverstate", "--weights", "b.caffemodel"],
+     ["not both"]),
+    (["test", "--model", "net.prototxt"], ["Need model weights"]),
+    (["test", "--model", "net.prototxt", "--weights", "missing.caffemodel"], ["missing.caffemodel: no such file"]),
+    (["train", "--solver", "solver.prototxt", "--gpu", "x"], ["--gpu takes device ids"]),
+])
+def test_user_errors_are_one_paragraph(workdir, capsys, argv, fragments):
+    assert_one_paragraph_error(*run(capsys, *argv), *fragments)
+
+
+def test_malformed_prototxt_names_file_line_and_column(workdir, capsys):
+    (workdir / "bad.prototxt").write_text('net: "net.prototxt"\nbase_lr: 0.1\nlr_policy "fixed"\n')
+    code, err = run(capsys, "train", "--solver", "bad.prototxt")
+    assert_one_paragraph_error(code, err, "bad.prototxt:3:")
+    (workdir / "solver2.prototxt").write_text(SOLVER.replace("net.prototxt", "broken.prototxt"))
+    (workdir / "broken.prototxt").write_text('name: "x"\nlayer { name: "a" type: "Input"\n')
+    code, err = run(capsys, "train", "--solver", "solver2.prototxt")
+    assert_one_paragraph_error(code, err, "broken.prototxt:", "solver2.prototxt")
+
+
+def test_gpu_flag_without_opencl_falls_back_to_numpy(workdir, capsys, monkeypatch):
+    import minicaffe.solver as solver_module
+    monkeypatch.setattr(solver_module, "opencl_available", lambda: False)
+    code, err = run(capsys, "train", "--solver", "solver.prototxt", "--gpu", "0")
+    assert code == 0 and "Using GPUs 0" in err and "running on the CPU" in err
+    assert common.mode() == common.CPU
+
+
+def test_mnist_verbs_call_the_io_module(workdir, capsys, monkeypatch):
+    from minicaffe.common import MinicaffeError
+    from minicaffe.io import mnist
+    calls = []
+    monkeypatch.setattr(mnist, "convert_mnist_data", lambda *a: calls.append(("convert",) + a))
+    monkeypatch.setattr(mnist, "download_mnist", lambda dest: calls.append(("download", dest)))
+    assert run(capsys, "convert_mnist_data", "imgs", "lbls", "db", "--backend", "lmdb")[0] == 0
+    assert run(capsys, "data", "mnist", "--dest", "d")[0] == 0
+    assert run(capsys, "data", "mnist")[0] == 0
+    assert calls == [("convert", "imgs", "lbls", "db", "lmdb"), ("download", "d"), ("download", "data/mnist")]
+
+    def fail(dest):
+        raise MinicaffeError("no mirror answered:\n\n  mirror a: timeout")
+    monkeypatch.setattr(mnist, "download_mnist", fail)
+    assert_one_paragraph_error(*run(capsys, "data", "mnist"), "no mirror answered", "mirror a: timeout")
+
+
+def test_unknown_verb_is_a_usage_error(capsys):
+    with pytest.raises(SystemExit) as exc:
+        cli.main(["brew"])
+    assert exc.value.code == 2
