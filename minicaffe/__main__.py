@@ -1,0 +1,3 @@
+from minicaffe.cli import main
+
+raise SystemExit(main())
