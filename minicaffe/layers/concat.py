@@ -1,9 +1,10 @@
 r"""Concat: join several blobs along one axis.
 
-Caffe: `concat_layer.cpp`. Device twin (to come): `opencl/concat.cl`.
+Caffe: `concat_layer.cpp` / `.cu`. Device twin: `opencl/concat.cl`.
 """
 import numpy as np
 
+from minicaffe import opencl
 from minicaffe.common import MinicaffeError
 from minicaffe.layer import Layer, register_layer
 
@@ -19,6 +20,9 @@ class ConcatLayer(Layer):
     the top diff back into the same pieces:
     $$ \frac{\partial E}{\partial x_k} = \frac{\partial E}{\partial y}
        \Big[\, \dots,\ o_k : o_k + c_k,\ \dots \Big], \qquad o_k = \textstyle\sum_{j<k} c_j $$
+
+    On the device each bottom is one kernel launch that copies it into its slab of the top
+    (and back, for the diffs), starting $o_k$ along the axis.
 
     `axis` may be negative (-1 is the last axis). The deprecated `concat_dim` means the
     same but may not be negative; give one or the other, not both. With a single bottom
@@ -80,3 +84,26 @@ class ConcatLayer(Layer):
                                      propagate_down):
             if down:
                 blob.mutable_cpu_diff()[...] = piece
+
+    def forward_gpu(self, bottom, top):
+        if len(bottom) > 1:
+            y, offset = top[0].mutable_gpu_data(), 0
+            for blob in bottom:
+                self._slab("concat_forward", blob, top[0], blob.gpu_data(), y, offset)
+                offset += blob.shape[self.concat_axis]
+
+    def backward_gpu(self, top, propagate_down, bottom):
+        if len(bottom) == 1:
+            return  # the bottom shares the top's diff
+        dy, offset = top[0].gpu_diff(), 0
+        for blob, down in zip(bottom, propagate_down):
+            if down:
+                self._slab("concat_backward", blob, top[0], dy, blob.mutable_gpu_diff(), offset)
+            offset += blob.shape[self.concat_axis]
+
+    def _slab(self, kernel, blob, top, src, dst, offset):
+        """Copy between `blob` and its slab of `top` that starts `offset` along the axis."""
+        axis = self.concat_axis
+        opencl.kernel("concat.cl", kernel)(
+            blob.count, src, dst, np.int32(blob.shape[axis]), np.int32(top.shape[axis]),
+            np.int32(offset), np.int32(top.count_range(axis + 1)))

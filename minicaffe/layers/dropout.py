@@ -1,29 +1,59 @@
 r"""Dropout: zero a random fraction of the inputs while training, scale up the rest.
 
-Caffe: `dropout_layer.cpp`. Device twin (to come): `opencl/dropout.cl`.
+Caffe: `dropout_layer.cpp` / `.cu`. Device twin: `opencl/dropout.cl`.
 """
 import numpy as np
 
-from minicaffe import common
+from minicaffe import common, opencl
 from minicaffe.blob import Blob
 from minicaffe.common import MinicaffeError
 from minicaffe.layer import register_layer
 from minicaffe.layers.neuron import NeuronLayer
 from minicaffe.proto import caffe_pb2
 
+# SplitMix64's constants: the step added to the state ("golden gamma", 2^64 / phi) and the
+# two multipliers of its output mix (Steele, Lea & Flood 2014; Vigna's splitmix64.c).
+GAMMA = np.uint64(0x9E3779B97F4A7C15)
+MIX1, MIX2 = np.uint64(0xBF58476D1CE4E5B9), np.uint64(0x94D049BB133111EB)
+
+
+def hash_uniform(seed, count: int) -> np.ndarray:
+    r"""`count` float32 uniforms in [0, 1): $u_i$ = SplitMix64's output i for state `seed`.
+
+    $$ z = \text{mix}(\text{seed} + (i + 1)\,\gamma) \bmod 2^{64}, \qquad
+       u_i = \lfloor z / 2^{40} \rfloor \cdot 2^{-24} $$
+
+    Each $u_i$ depends only on (seed, i), not on any earlier draw, so a device computes
+    all of them in parallel and gets the same values: `opencl/dropout.cl` repeats this
+    function line for line. The top 24 bits make a float32 exactly, so the two engines
+    agree bit for bit. (numpy's uint64 arithmetic wraps mod 2^64, as C's does.)
+    """
+    z = np.uint64(seed) + (np.arange(count, dtype=np.uint64) + np.uint64(1)) * GAMMA
+    z = (z ^ (z >> np.uint64(30))) * MIX1
+    z = (z ^ (z >> np.uint64(27))) * MIX2
+    z = z ^ (z >> np.uint64(31))
+    return (z >> np.uint64(40)).astype(np.float32) * np.float32(2.0**-24)
+
 
 @register_layer
 class DropoutLayer(NeuronLayer):
     r"""Inverted dropout with ratio $p$ (`dropout_ratio`, default 0.5).
 
-    In the TRAIN phase each element gets its own keep mask $m \sim \text{Bernoulli}(1 - p)$,
-    drawn from `minicaffe.common.rng()`, and the kept values are scaled by $1/(1-p)$ so
-    that $\mathbb{E}[y] = x$; the TEST phase is then the identity, with nothing to rescale:
+    In the TRAIN phase each element gets its own keep mask $m = [u < 1 - p]$, so
+    $m \sim \text{Bernoulli}(1 - p)$, and the kept values are scaled by $1/(1-p)$ so that
+    $\mathbb{E}[y] = x$; the TEST phase is then the identity, with nothing to rescale:
 
     $$ \text{TRAIN:}\quad y = \frac{m\,x}{1-p}, \qquad
        \frac{\partial E}{\partial x} = \frac{m}{1-p}\,\frac{\partial E}{\partial y}
        \qquad\qquad \text{TEST:}\quad y = x, \qquad
        \frac{\partial E}{\partial x} = \frac{\partial E}{\partial y} $$
+
+    The uniforms $u$ come from a counter-based generator, `hash_uniform(seed, count)`:
+    element i's $u$ is a hash of (seed, i), computed the same way by numpy here and by
+    the OpenCL kernel, so both engines draw the same mask. Each forward draws a fresh
+    64-bit `seed` from `minicaffe.common.rng()`, so `set_random_seed` still makes a run
+    repeatable. (Caffe instead fills a buffer from cuRAND on the GPU and from its host
+    generator on the CPU, so its two engines draw different masks.)
 
     The phase is `layer_param.phase`, which the Net sets. The mask is kept in
     `self.rand_vec` (a Blob of 0s and 1s, Caffe's `rand_vec_`) between forward and
@@ -47,19 +77,25 @@ class DropoutLayer(NeuronLayer):
             raise MinicaffeError(f"{self.type} layer {self.name!r}: dropout_ratio must be in "
                                  f"[0, 1), got {ratio}")
         self.threshold = ratio
-        self.scale = 1.0 / (1.0 - ratio)
+        self.keep = np.float32(1.0 - ratio)  # u < keep, compared in float32 on both engines
+        self.scale = np.float32(1.0 / (1.0 - ratio))
         self.rand_vec = Blob(name=f"{self.name}.rand_vec")
 
     def reshape(self, bottom, top):
         super().reshape(bottom, top)
         self.rand_vec.reshape_like(bottom[0])
 
+    @staticmethod
+    def draw_seed() -> np.uint64:
+        """A fresh 64-bit seed for this forward's mask, from the process-wide RNG."""
+        return common.rng().integers(2**64, dtype=np.uint64)
+
     def forward_cpu(self, bottom, top):
         x = bottom[0].cpu_data()
         if self.layer_param.phase == caffe_pb2.TRAIN:
             mask = self.rand_vec.mutable_cpu_data()
-            mask[...] = common.rng().random(mask.shape) < 1.0 - self.threshold
-            top[0].mutable_cpu_data()[...] = x * mask * np.float32(self.scale)
+            mask[...] = (hash_uniform(self.draw_seed(), mask.size) < self.keep).reshape(mask.shape)
+            top[0].mutable_cpu_data()[...] = x * mask * self.scale
         elif top[0] is not bottom[0]:
             top[0].mutable_cpu_data()[...] = x
 
@@ -69,6 +105,26 @@ class DropoutLayer(NeuronLayer):
         dy = top[0].cpu_diff()
         if self.layer_param.phase == caffe_pb2.TRAIN:
             mask = self.rand_vec.cpu_data()
-            bottom[0].mutable_cpu_diff()[...] = dy * mask * np.float32(self.scale)
+            bottom[0].mutable_cpu_diff()[...] = dy * mask * self.scale
         elif top[0] is not bottom[0]:
             bottom[0].mutable_cpu_diff()[...] = dy
+
+    def forward_gpu(self, bottom, top):
+        count = bottom[0].count
+        if self.layer_param.phase == caffe_pb2.TRAIN:
+            opencl.kernel("dropout.cl", "dropout_forward")(
+                count, bottom[0].gpu_data(), self.draw_seed(), self.keep, self.scale,
+                self.rand_vec.mutable_gpu_data(), top[0].mutable_gpu_data())
+        elif top[0] is not bottom[0]:
+            opencl.copy(count, bottom[0].gpu_data(), top[0].mutable_gpu_data())
+
+    def backward_gpu(self, top, propagate_down, bottom):
+        if not propagate_down[0]:
+            return
+        count = bottom[0].count
+        if self.layer_param.phase == caffe_pb2.TRAIN:
+            opencl.kernel("dropout.cl", "dropout_backward")(
+                count, top[0].gpu_diff(), self.rand_vec.gpu_data(), self.scale,
+                bottom[0].mutable_gpu_diff())
+        elif top[0] is not bottom[0]:
+            opencl.copy(count, top[0].gpu_diff(), bottom[0].mutable_gpu_diff())

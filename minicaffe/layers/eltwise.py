@@ -1,9 +1,13 @@
 r"""Eltwise: combine several same-shaped blobs element by element (product, sum or max).
 
-Caffe: `eltwise_layer.cpp`. Device twin (to come): `opencl/eltwise.cl`.
+Caffe: `eltwise_layer.cpp` / `.cu`. Device twin: `opencl/eltwise.cl`.
+
+Only MAX has kernels of its own there; on the device PROD and SUM call the vector maths of
+`minicaffe.opencl` (`mul`, `axpy`, ...), as Caffe's calls `caffe_gpu_mul`, `caffe_gpu_axpy`.
 """
 import numpy as np
 
+from minicaffe import opencl
 from minicaffe.blob import Blob
 from minicaffe.common import MinicaffeError
 from minicaffe.layer import Layer, register_layer
@@ -32,7 +36,8 @@ class EltwiseLayer(Layer):
     * MAX records which bottom won each element in `self.max_idx` (a Blob of small
       integers, Caffe's `max_idx_`), and backward routes the whole gradient there. On a
       tie between bottoms 0 and 1, bottom 1 wins; from bottom 2 on, a later bottom wins
-      only if strictly greater (Caffe's comparison order).
+      only if strictly greater (Caffe's CPU comparison order; Caffe's GPU kernel lets a
+      later bottom win ties too, so its two engines disagree there: ours agree).
 
     Bottoms: x_1 .. x_K (K >= 2), all the same shape.   Top: y, that shape.
 
@@ -108,3 +113,43 @@ class EltwiseLayer(Layer):
                 dx[...] = np.float32(self.coeffs[k]) * dy
             else:
                 dx[...] = dy * (self.max_idx.cpu_data() == k)
+
+    def forward_gpu(self, bottom, top):
+        x = [blob.gpu_data() for blob in bottom]
+        y, n = top[0].mutable_gpu_data(), top[0].count
+        if self.op == PROD:
+            opencl.copy(n, x[0], y)
+            for xk in x[1:]:
+                opencl.mul(n, y, xk, y)
+        elif self.op == SUM:
+            opencl.fill(y, n, 0.0)
+            for c, xk in zip(self.coeffs, x):
+                opencl.axpy(n, c, xk, y)
+        else:
+            mask = self.max_idx.mutable_gpu_data()
+            max_forward = opencl.kernel("eltwise.cl", "eltwise_max_forward")
+            max_forward(n, x[0], x[1], np.int32(1), y, mask)
+            for k, xk in enumerate(x[2:], start=2):
+                max_forward(n, y, xk, np.int32(k), y, mask)
+
+    def backward_gpu(self, top, propagate_down, bottom):
+        y, dy, n = top[0].gpu_data(), top[0].gpu_diff(), top[0].count
+        for k, blob in enumerate(bottom):
+            if not propagate_down[k]:
+                continue
+            dx = blob.mutable_gpu_diff()
+            if self.op == PROD:
+                if self.stable_prod_grad:
+                    others = [b.gpu_data() for j, b in enumerate(bottom) if j != k]
+                    opencl.copy(n, others[0], dx)
+                    for xj in others[1:]:
+                        opencl.mul(n, dx, xj, dx)
+                else:
+                    opencl.div(n, y, blob.gpu_data(), dx)
+                opencl.mul(n, dx, dy, dx)
+            elif self.op == SUM:
+                opencl.copy(n, dy, dx)
+                opencl.scal(n, self.coeffs[k], dx)
+            else:
+                opencl.kernel("eltwise.cl", "eltwise_max_backward")(
+                    n, dy, self.max_idx.gpu_data(), np.int32(k), dx)

@@ -1,9 +1,10 @@
 r"""ReLU: the rectified linear unit, $y = \max(0, x) + \nu \min(0, x)$.
 
-Caffe: `relu_layer.cpp`. Device twin (to come): `opencl/relu.cl`.
+Caffe: `relu_layer.cpp` / `.cu`. Device twin: `opencl/relu.cl`.
 """
 import numpy as np
 
+from minicaffe import opencl
 from minicaffe.layer import register_layer
 from minicaffe.layers.neuron import NeuronLayer
 
@@ -41,3 +42,15 @@ class ReLULayer(NeuronLayer):
             x, dy = bottom[0].cpu_data(), top[0].cpu_diff()
             nu = self.layer_param.relu_param.negative_slope
             bottom[0].mutable_cpu_diff()[...] = dy * ((x > 0) + nu * (x <= 0))
+
+    def forward_gpu(self, bottom, top):
+        opencl.kernel("relu.cl", "relu_forward")(
+            bottom[0].count, bottom[0].gpu_data(), top[0].mutable_gpu_data(),
+            np.float32(self.layer_param.relu_param.negative_slope))
+
+    def backward_gpu(self, top, propagate_down, bottom):
+        if propagate_down[0]:
+            opencl.kernel("relu.cl", "relu_backward")(
+                bottom[0].count, top[0].gpu_diff(), bottom[0].gpu_data(),
+                bottom[0].mutable_gpu_diff(),
+                np.float32(self.layer_param.relu_param.negative_slope))

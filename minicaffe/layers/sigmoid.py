@@ -1,9 +1,10 @@
 r"""Sigmoid: the logistic function, $y = 1 / (1 + e^{-x})$.
 
-Caffe: `sigmoid_layer.cpp`. Device twin (to come): `opencl/sigmoid.cl`.
+Caffe: `sigmoid_layer.cpp` / `.cu`. Device twin: `opencl/sigmoid.cl`.
 """
 import numpy as np
 
+from minicaffe import opencl
 from minicaffe.layer import register_layer
 from minicaffe.layers.neuron import NeuronLayer
 
@@ -35,3 +36,12 @@ class SigmoidLayer(NeuronLayer):
         if propagate_down[0]:
             y, dy = top[0].cpu_data(), top[0].cpu_diff()
             bottom[0].mutable_cpu_diff()[...] = dy * y * (1 - y)
+
+    def forward_gpu(self, bottom, top):
+        opencl.kernel("sigmoid.cl", "sigmoid_forward")(
+            bottom[0].count, bottom[0].gpu_data(), top[0].mutable_gpu_data())
+
+    def backward_gpu(self, top, propagate_down, bottom):
+        if propagate_down[0]:
+            opencl.kernel("sigmoid.cl", "sigmoid_backward")(
+                bottom[0].count, top[0].gpu_diff(), top[0].gpu_data(), bottom[0].mutable_gpu_diff())

@@ -1,7 +1,10 @@
 r"""Split: hand one blob to several consumers, and add up the gradients they send back.
 
-Caffe: `split_layer.cpp`. Device twin (to come): `opencl/split.cl`.
+Caffe: `split_layer.cpp` / `.cu`. Device twin: `opencl/split.cl`.
 """
+import numpy as np
+
+from minicaffe import opencl
 from minicaffe.common import MinicaffeError
 from minicaffe.layer import Layer, register_layer
 
@@ -18,8 +21,8 @@ class SplitLayer(Layer):
     Split so that each consumer writes its gradient into its own top diff instead of
     overwriting the others'.
 
-    The tops *share* the bottom's data (`Blob.share_data`), so forward copies nothing;
-    each top keeps its own diff. Not in place: no top may be the bottom Blob.
+    The tops *share* the bottom's data (`Blob.share_data`), so forward copies nothing, on
+    either engine; each top keeps its own diff. Not in place: no top may be the bottom Blob.
 
     Bottom: x, any shape.   Tops: y_1 .. y_N (N >= 1), each the shape of x.
 
@@ -48,3 +51,12 @@ class SplitLayer(Layer):
             dx[...] = top[0].cpu_diff()
             for blob in top[1:]:
                 dx += blob.cpu_diff()
+
+    forward_gpu = forward_cpu  # sharing serves both engines
+
+    def backward_gpu(self, top, propagate_down, bottom):
+        if propagate_down[0]:
+            dx = bottom[0].mutable_gpu_diff()
+            for k, blob in enumerate(top):  # top 0 overwrites dx, the others add to it
+                opencl.kernel("split.cl", "split_backward")(
+                    bottom[0].count, blob.gpu_diff(), dx, np.int32(k > 0))

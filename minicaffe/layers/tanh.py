@@ -1,9 +1,10 @@
 r"""TanH: the hyperbolic tangent, $y = \tanh(x)$.
 
-Caffe: `tanh_layer.cpp`. Device twin (to come): `opencl/tanh.cl`.
+Caffe: `tanh_layer.cpp` / `.cu`. Device twin: `opencl/tanh.cl`.
 """
 import numpy as np
 
+from minicaffe import opencl
 from minicaffe.layer import register_layer
 from minicaffe.layers.neuron import NeuronLayer
 
@@ -31,3 +32,12 @@ class TanHLayer(NeuronLayer):
         if propagate_down[0]:
             y, dy = top[0].cpu_data(), top[0].cpu_diff()
             bottom[0].mutable_cpu_diff()[...] = dy * (1 - y * y)
+
+    def forward_gpu(self, bottom, top):
+        opencl.kernel("tanh.cl", "tanh_forward")(
+            bottom[0].count, bottom[0].gpu_data(), top[0].mutable_gpu_data())
+
+    def backward_gpu(self, top, propagate_down, bottom):
+        if propagate_down[0]:
+            opencl.kernel("tanh.cl", "tanh_backward")(
+                bottom[0].count, top[0].gpu_diff(), top[0].gpu_data(), bottom[0].mutable_gpu_diff())

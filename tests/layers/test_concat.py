@@ -1,24 +1,20 @@
-"""Concat: known values, shapes along any axis, gradients (Caffe's settings), errors."""
+"""Concat: known values, shapes along any axis, gradients (Caffe's settings), engines agree,
+errors. Tests taking `mode` run once per engine (numpy, OpenCL)."""
 import numpy as np
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from minicaffe import common
+from minicaffe import common, opencl
 from minicaffe.blob import Blob
 from minicaffe.common import MinicaffeError
 from minicaffe.layer import create_layer
-from minicaffe.layers.concat import ConcatLayer
+from minicaffe.syncedmem import SyncedMemory
 from minicaffe.testing import GradientChecker
+from minicaffe.testing.engines import compare_engines
 from tests.strategies import blob_from, blobs, layer_param, shapes
 
-
-@pytest.fixture(scope="module")
-def mode(mode):
-    """The engines to test: the OpenCL one only once the layer has its twin."""
-    if mode == common.GPU and not ConcatLayer.has_gpu():
-        pytest.skip("Concat has no OpenCL implementation yet")
-    return mode
+needs_device = pytest.mark.skipif(not opencl.available(), reason="no working OpenCL device")
 
 
 def concat(name="concat", **fields):
@@ -106,6 +102,32 @@ def test_gradient_one_bottom_only(mode, case, data):
     bottoms, fields, _ = case
     which = data.draw(st.integers(0, len(bottoms) - 1))
     GradientChecker(1e-2, 1e-2).check_gradient(concat(**fields), bottoms, [Blob()], which)
+
+
+@needs_device
+@given(case=concat_cases(max_bottoms=4), data=st.data())
+def test_engines_agree(case, data):
+    # Pure copies on both engines: exact agreement, for any subset of bottoms to propagate to.
+    bottoms, fields, _ = case
+    down = data.draw(st.lists(st.booleans(), min_size=len(bottoms), max_size=len(bottoms)))
+    compare_engines(layer_param("Concat", concat_param=fields), [b.cpu_data() for b in bottoms],
+                    propagate_down=down, rtol=0, atol=0)
+
+
+@needs_device
+def test_device_path_makes_no_host_copies():
+    a, b = blob_from(np.ones((2, 1, 3))), blob_from(np.zeros((2, 2, 3)))
+    top, layer = Blob(), concat()
+    with common.using_mode(common.GPU):
+        layer.setup([a, b], [top])
+        top.diff = np.arange(18).reshape(2, 3, 3)
+        top.gpu_diff(), a.gpu_data(), b.gpu_data()  # the inputs are on the device ...
+        before = dict(SyncedMemory.transfers)
+        layer.forward([a, b], [top])
+        layer.backward([top], [True, True], [a, b])
+        assert SyncedMemory.transfers == before  # ... and everything stays there
+    np.testing.assert_array_equal(top.cpu_data()[:, 0], 1)
+    np.testing.assert_array_equal(b.cpu_diff(), np.arange(18).reshape(2, 3, 3)[:, 1:])
 
 
 def test_single_bottom_shares_memory(mode):

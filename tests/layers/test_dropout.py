@@ -1,28 +1,78 @@
-"""Dropout: the mask, TRAIN vs TEST, gradients, in-place use, statistics, bad input."""
+"""Dropout: the mask, its hash generator, TRAIN vs TEST, gradients, in-place use, statistics,
+engines agree, bad input. Tests taking `mode` run once per engine (numpy, OpenCL)."""
 import numpy as np
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from minicaffe import common
+from minicaffe import common, opencl
 from minicaffe.blob import Blob
 from minicaffe.common import MinicaffeError
 from minicaffe.layer import create_layer
-from minicaffe.layers.dropout import DropoutLayer
+from minicaffe.layers.dropout import hash_uniform
+from minicaffe.syncedmem import SyncedMemory
 from minicaffe.testing import GradientChecker
+from minicaffe.testing.engines import compare_engines
 from tests.strategies import blob_from, blobs, layer_param
 
+needs_device = pytest.mark.skipif(not opencl.available(), reason="no working OpenCL device")
 
-@pytest.fixture(scope="module")
-def mode(mode):
-    """The engines to test: the OpenCL one only once the layer has its twin."""
-    if mode == common.GPU and not DropoutLayer.has_gpu():
-        pytest.skip("Dropout has no OpenCL implementation yet")
-    return mode
+
+def dropout_param(ratio=0.5, phase="TRAIN"):
+    return layer_param("Dropout", phase=phase, dropout_param={"dropout_ratio": ratio})
 
 
 def dropout(ratio=0.5, phase="TRAIN"):
-    return create_layer(layer_param("Dropout", phase=phase, dropout_param={"dropout_ratio": ratio}))
+    return create_layer(dropout_param(ratio, phase))
+
+
+def splitmix64(seed, count):
+    """The reference SplitMix64 (Vigna's splitmix64.c), one Python int at a time."""
+    state, out = seed, []
+    for _ in range(count):
+        state = (state + 0x9E3779B97F4A7C15) % 2**64
+        z = state
+        z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9 % 2**64
+        z = (z ^ (z >> 27)) * 0x94D049BB133111EB % 2**64
+        out.append(z ^ (z >> 31))
+    return out
+
+
+def reference_uniforms(seed, count):
+    """The documented u_i: the top 24 bits of SplitMix64's output i, over 2^24."""
+    return np.float32([(z >> 40) / 2**24 for z in splitmix64(int(seed), count)])
+
+
+def test_splitmix64_reference_vectors():
+    # Seed 1234567's first five outputs, as published (Rosetta Code, "Splitmix64"):
+    # they pin down the reference that hash_uniform is checked against below.
+    assert splitmix64(1234567, 5) == [6457827717110365317, 3203168211198807973,
+                                      9817491932198370423, 4593380528125082431,
+                                      16408922859458223821]
+    np.testing.assert_array_equal(hash_uniform(1234567, 2),
+                                  np.float32([5873360, 2913264]) / 2**24)
+
+
+@given(seed=st.one_of(st.integers(0, 2**64 - 1), st.integers(2**64 - 40, 2**64 - 1)),
+       count=st.integers(0, 40))
+def test_hash_uniform_is_splitmix64(seed, count):
+    # The vectorised numpy hash equals the one-at-a-time reference, wrap-around included.
+    np.testing.assert_array_equal(hash_uniform(np.uint64(seed), count),
+                                  reference_uniforms(seed, count))
+
+
+@given(seed=st.integers(0, 2**64 - 1))
+def test_hash_uniform_is_uniform_and_uncorrelated(seed):
+    n = 100_000
+    u = hash_uniform(np.uint64(seed), n).astype(np.float64)
+    assert u.min() >= 0 and u.max() < 1
+    # Every one of 16 bins holds 1/16 of the draws, to 5 binomial standard deviations.
+    counts = np.bincount((u * 16).astype(int), minlength=16)
+    assert np.all(np.abs(counts - n / 16) < 5 * np.sqrt(n / 16 * 15 / 16))
+    # Neighbouring indices, and the same index under the next seed, are uncorrelated.
+    v = hash_uniform(np.uint64((seed + 1) % 2**64), n).astype(np.float64)
+    for a, b in ((u[:-1], u[1:]), (u, v)):
+        assert abs(np.corrcoef(a, b)[0, 1]) < 5 / np.sqrt(n)
 
 
 ratios = st.floats(0.05, 0.95).map(lambda r: float(np.float32(r)))  # as the proto stores it
@@ -35,9 +85,10 @@ def test_known_values_train(mode):
     layer.setup([bottom], [top])
     common.set_random_seed(7)
     layer.forward([bottom], [top])
-    # The mask is documented as rng().random(shape) < 1 - ratio: redraw it independently.
+    # The mask is documented as u < 1 - ratio, with u the SplitMix64 uniforms for a seed
+    # drawn from rng(): redraw it independently, with the one-at-a-time reference.
     common.set_random_seed(7)
-    keep = common.rng().random(x.shape) < 0.25
+    keep = reference_uniforms(common.rng().integers(2**64, dtype=np.uint64), x.size) < 0.25
     assert 0 < keep.sum() < x.size  # this seed keeps some and drops some
     np.testing.assert_array_equal(top.cpu_data(), np.where(keep, 4 * x, 0))
     top.diff = np.arange(1, 9)
@@ -114,6 +165,34 @@ def test_masks_differ_between_forwards(mode, ratio):
     first = top.cpu_data().copy()
     layer.forward([bottom], [top])
     assert not np.array_equal(first, top.cpu_data())
+
+
+@needs_device
+@given(bottom=blobs(), ratio=st.one_of(st.just(0.0), ratios),
+       phase=st.sampled_from(["TRAIN", "TEST"]), seed=st.integers(0, 2**31 - 1))
+def test_engines_agree(bottom, ratio, phase, seed):
+    # Both engines hash the same seed, so they draw the same mask: exact agreement.
+    compare_engines(dropout_param(ratio, phase), [bottom.cpu_data()], seed=seed, rtol=0, atol=0)
+
+
+@needs_device
+@pytest.mark.parametrize("in_place", [False, True])
+@pytest.mark.parametrize("phase", ["TRAIN", "TEST"])
+def test_device_path_makes_no_host_copies(in_place, phase):
+    x = np.arange(1, 101, dtype=np.float32)
+    bottom = blob_from(x)
+    top = bottom if in_place else Blob()
+    layer = dropout(0.5, phase)
+    with common.using_mode(common.GPU):
+        layer.setup([bottom], [top])
+        top.diff = np.ones_like(x)
+        top.gpu_diff(), bottom.gpu_data()  # the inputs are on the device ...
+        before = dict(SyncedMemory.transfers)
+        layer.forward([bottom], [top])
+        layer.backward([top], [True], [bottom])
+        assert SyncedMemory.transfers == before  # ... and everything stays there
+    expected = {0.0, 2.0} if phase == "TRAIN" else {1.0}  # TRAIN: dropped or scaled by 2
+    assert set(np.unique(bottom.cpu_diff()).tolist()) == expected
 
 
 @pytest.mark.parametrize("ratio", [1.0, 1.5, -0.1])

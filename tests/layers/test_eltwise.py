@@ -1,24 +1,20 @@
-"""Eltwise: PROD / SUM (with coeff) / MAX values, tie rule, gradients, errors."""
+"""Eltwise: PROD / SUM (with coeff) / MAX values, tie rule, gradients, engines agree, errors.
+Tests taking `mode` run once per engine (numpy, OpenCL)."""
 import numpy as np
 import pytest
 from hypothesis import assume, given
 from hypothesis import strategies as st
 
-from minicaffe import common
+from minicaffe import common, opencl
 from minicaffe.blob import Blob
 from minicaffe.common import MinicaffeError
 from minicaffe.layer import create_layer
-from minicaffe.layers.eltwise import EltwiseLayer
+from minicaffe.syncedmem import SyncedMemory
 from minicaffe.testing import GradientChecker
+from minicaffe.testing.engines import compare_engines
 from tests.strategies import blob_from, blobs, layer_param, shapes
 
-
-@pytest.fixture(scope="module")
-def mode(mode):
-    """The engines to test: the OpenCL one only once the layer has its twin."""
-    if mode == common.GPU and not EltwiseLayer.has_gpu():
-        pytest.skip("Eltwise has no OpenCL implementation yet")
-    return mode
+needs_device = pytest.mark.skipif(not opencl.available(), reason="no working OpenCL device")
 
 
 def eltwise(name="eltwise", **fields):
@@ -126,6 +122,38 @@ def test_stable_and_unstable_prod_agree_away_from_zero(mode, shape, k, data):
                        [b.cpu_data() for b in bottoms], dy)
         results.append(np.stack(diffs))
     np.testing.assert_allclose(results[0], results[1], rtol=1e-5)
+
+
+@needs_device
+@given(case=eltwise_cases(), ties=st.booleans(), data=st.data())
+def test_engines_agree(case, ties, data):
+    bottoms, fields = case
+    x = [b.cpu_data() for b in bottoms]
+    if ties:  # whole numbers in [-2, 2]: MAX meets many ties, PROD exact zeros
+        x = [np.round(xk) for xk in x]
+    down = data.draw(st.lists(st.booleans(), min_size=len(x), max_size=len(x)))
+    # MAX only copies values (the mask decides where dy goes): exact. PROD and SUM multiply
+    # and add in float32 on both, but OpenCL may fuse a * b + c: the default tolerance.
+    exact = fields["operation"] == "MAX"
+    param = layer_param("Eltwise", eltwise_param=fields)
+    compare_engines(param, x, propagate_down=down, **({"rtol": 0, "atol": 0} if exact else {}))
+
+
+@needs_device
+@pytest.mark.parametrize("operation", ["PROD", "SUM", "MAX"])
+def test_device_path_makes_no_host_copies(operation):
+    bottom = [blob_from(A), blob_from(B), blob_from(C)]
+    top, layer = Blob(), eltwise(operation=operation)
+    with common.using_mode(common.GPU):
+        layer.setup(bottom, [top])
+        top.diff = [1, 2, 3]
+        top.gpu_diff(), [b.gpu_data() for b in bottom]  # the inputs are on the device ...
+        before = dict(SyncedMemory.transfers)
+        layer.forward(bottom, [top])
+        layer.backward([top], [True] * 3, bottom)
+        assert SyncedMemory.transfers == before  # ... and everything stays there
+    expected = {"PROD": [2.0, -5.0, -36.0], "SUM": [5.5, -2.5, 5.0], "MAX": [4.0, 2.0, 6.0]}
+    np.testing.assert_allclose(top.cpu_data(), expected[operation])
 
 
 @pytest.mark.parametrize("shapes_, fields, message", [

@@ -1,4 +1,5 @@
-"""Flatten: output shapes, values, shared memory, gradients, bad input."""
+"""Flatten: output shapes, values, shared memory, gradients, engines agree, bad input.
+Tests taking `mode` run once per engine (numpy, OpenCL)."""
 from math import prod
 
 import numpy as np
@@ -6,21 +7,16 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from minicaffe import common
+from minicaffe import opencl
 from minicaffe.blob import Blob
 from minicaffe.common import MinicaffeError
 from minicaffe.layer import create_layer
 from minicaffe.layers.flatten import FlattenLayer
 from minicaffe.testing import GradientChecker
+from minicaffe.testing.engines import compare_engines
 from tests.strategies import blob_from, blobs, layer_param
 
-
-@pytest.fixture(scope="module")
-def mode(mode):
-    """The engines to test: the OpenCL one only once the layer has its twin."""
-    if mode == common.GPU and not FlattenLayer.has_gpu():
-        pytest.skip("Flatten has no OpenCL implementation yet")
-    return mode
+needs_device = pytest.mark.skipif(not opencl.available(), reason="no working OpenCL device")
 
 
 def flatten(**fields):
@@ -93,6 +89,20 @@ def test_top_shares_bottom_memory(mode, case, value):
     layer.backward([top], [True], [bottom])
     assert np.all(bottom.cpu_diff() == 3.0)
     assert top.data_mem is bottom.data_mem and top.diff_mem is bottom.diff_mem
+
+
+def test_device_body_is_the_host_body():
+    # Nothing is computed, only memory shared, so one body serves both engines.
+    assert FlattenLayer.forward_gpu is FlattenLayer.forward_cpu
+    assert FlattenLayer.backward_gpu is FlattenLayer.backward_cpu
+
+
+@needs_device
+@given(case=flatten_cases())
+def test_engines_agree(case):
+    bottom, axis, end_axis, _, _ = case
+    param = layer_param("Flatten", flatten_param={"axis": axis, "end_axis": end_axis})
+    compare_engines(param, [bottom.cpu_data()], rtol=0, atol=0)
 
 
 @pytest.mark.parametrize("fields, bottom, message", [

@@ -1,23 +1,16 @@
-"""Input: tops shaped from input_param, left alone afterwards; errors."""
+"""Input: tops shaped from input_param, left alone afterwards; errors.
+Tests taking `mode` run once per engine (numpy, OpenCL)."""
 import numpy as np
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from minicaffe import common
 from minicaffe.blob import Blob
 from minicaffe.common import MinicaffeError
 from minicaffe.layer import create_layer
 from minicaffe.layers.input import InputLayer
 from tests.strategies import layer_param, shapes
 
-
-@pytest.fixture(scope="module")
-def mode(mode):
-    """The engines to test: the OpenCL one only once the layer has its twin."""
-    if mode == common.GPU and not InputLayer.has_gpu():
-        pytest.skip("Input has no OpenCL implementation yet")
-    return mode
 
 
 def input_layer(dims_list, name="input"):
@@ -57,6 +50,12 @@ def test_shapes_property(mode, tops, per_top, data):
     blobs_ = [Blob() for _ in range(tops)]
     input_layer(dims).setup([], blobs_)
     assert [b.shape for b in blobs_] == (dims if per_top else dims * tops)
+
+
+def test_device_body_is_the_host_body():
+    # Forward and backward do nothing, so one body serves both engines.
+    assert InputLayer.forward_gpu is InputLayer.forward_cpu
+    assert InputLayer.backward_gpu is InputLayer.backward_cpu
 
 
 def test_no_shape_leaves_tops_alone(mode):

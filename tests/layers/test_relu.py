@@ -1,28 +1,30 @@
-"""ReLU: known values, gradients (Caffe's checker settings), in-place use, bad input."""
+"""ReLU: known values, gradients (Caffe's checker settings), in-place use, engines agree,
+bad input. Tests taking `mode` run once per engine (numpy, OpenCL)."""
 import numpy as np
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from minicaffe import common
+from minicaffe import common, opencl
 from minicaffe.blob import Blob
 from minicaffe.common import MinicaffeError
 from minicaffe.layer import create_layer
-from minicaffe.layers.relu import ReLULayer
+from minicaffe.syncedmem import SyncedMemory
 from minicaffe.testing import GradientChecker
+from minicaffe.testing.engines import compare_engines
 from tests.strategies import blob_from, blobs, layer_param
 
 
-@pytest.fixture(scope="module")
-def mode(mode):
-    """The engines to test: the OpenCL one only once the layer has its twin."""
-    if mode == common.GPU and not ReLULayer.has_gpu():
-        pytest.skip("ReLU has no OpenCL implementation yet")
-    return mode
+
+needs_device = pytest.mark.skipif(not opencl.available(), reason="no working OpenCL device")
+
+
+def relu_param(slope=0.0):
+    return layer_param("ReLU", relu_param={"negative_slope": slope})
 
 
 def relu(slope=0.0):
-    return create_layer(layer_param("ReLU", relu_param={"negative_slope": slope}))
+    return create_layer(relu_param(slope))
 
 
 @pytest.mark.parametrize("slope, expected, expected_dx", [
@@ -76,6 +78,30 @@ def test_output_keeps_sign_and_positive_part(mode, bottom, slope):
     np.testing.assert_array_equal(y[x > 0], x[x > 0])
     assert np.all(np.sign(y[x < 0]) <= 0)
     np.testing.assert_allclose(y[x <= 0], np.float32(slope) * x[x <= 0], rtol=1e-6)
+
+
+@needs_device
+@given(bottom=blobs(), slope=st.one_of(st.just(0.0), st.floats(-1.0, 2.0, width=32)))
+def test_engines_agree(bottom, slope):
+    # Forward is exact on both; backward's dy * slope rounds once more in numpy (float64).
+    compare_engines(relu_param(slope), [bottom.cpu_data()], rtol=1e-6, atol=0)
+
+
+@needs_device
+@pytest.mark.parametrize("in_place", [False, True])
+def test_device_path_makes_no_host_copies(in_place):
+    bottom = blob_from([[-1.0, 2.0], [0.5, -3.0]])
+    top = bottom if in_place else Blob()
+    layer = relu(0.1)
+    with common.using_mode(common.GPU):
+        layer.setup([bottom], [top])
+        top.diff = [[1, 2], [3, 4]]
+        top.gpu_diff(), bottom.gpu_data()  # the inputs are on the device ...
+        before = dict(SyncedMemory.transfers)
+        layer.forward([bottom], [top])
+        layer.backward([top], [True], [bottom])
+        assert SyncedMemory.transfers == before  # ... and everything stays there
+    np.testing.assert_allclose(bottom.cpu_diff(), [[0.1, 2], [3, 0.4]], rtol=1e-6)
 
 
 def test_bad_blob_count(mode):

@@ -1,4 +1,5 @@
-"""Reshape: Caffe's shape rules (0 copies, -1 infers, axis, num_axes), sharing, errors."""
+"""Reshape: Caffe's shape rules (0 copies, -1 infers, axis, num_axes), sharing, engines agree,
+errors. Tests taking `mode` run once per engine (numpy, OpenCL)."""
 from math import prod
 
 import numpy as np
@@ -6,21 +7,16 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from minicaffe import common
+from minicaffe import opencl
 from minicaffe.blob import Blob
 from minicaffe.common import MinicaffeError
 from minicaffe.layer import create_layer
 from minicaffe.layers.reshape import ReshapeLayer
 from minicaffe.testing import GradientChecker
+from minicaffe.testing.engines import compare_engines
 from tests.strategies import blob_from, blobs, layer_param, shapes
 
-
-@pytest.fixture(scope="module")
-def mode(mode):
-    """The engines to test: the OpenCL one only once the layer has its twin."""
-    if mode == common.GPU and not ReshapeLayer.has_gpu():
-        pytest.skip("Reshape has no OpenCL implementation yet")
-    return mode
+needs_device = pytest.mark.skipif(not opencl.available(), reason="no working OpenCL device")
 
 
 def reshape(dims, name="reshape", **fields):
@@ -123,6 +119,21 @@ def test_top_shares_bottom_memory(mode, case, value):
     layer.backward([top], [True], [bottom])
     assert np.all(bottom.cpu_diff() == -2.0)
     assert top.data_mem is bottom.data_mem and top.diff_mem is bottom.diff_mem
+
+
+def test_device_body_is_the_host_body():
+    # Nothing is computed, only memory shared, so one body serves both engines.
+    assert ReshapeLayer.forward_gpu is ReshapeLayer.forward_cpu
+    assert ReshapeLayer.backward_gpu is ReshapeLayer.backward_cpu
+
+
+@needs_device
+@given(case=reshape_cases())
+def test_engines_agree(case):
+    bottom, dims, axis, num_axes, _ = case
+    param = layer_param("Reshape", reshape_param={"shape": {"dim": dims}, "axis": axis,
+                                                  "num_axes": num_axes})
+    compare_engines(param, [bottom.cpu_data()], rtol=0, atol=0)
 
 
 @pytest.mark.parametrize("dims, fields, message", [

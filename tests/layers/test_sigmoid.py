@@ -1,4 +1,5 @@
-"""Sigmoid: known values, gradients (Caffe's checker settings), in-place use, bad input."""
+"""Sigmoid: known values, gradients (Caffe's checker settings), in-place use, engines agree,
+bad input. Tests taking `mode` run once per engine (numpy, OpenCL)."""
 import math
 
 import numpy as np
@@ -6,21 +7,18 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from minicaffe import common
+from minicaffe import common, opencl
 from minicaffe.blob import Blob
 from minicaffe.common import MinicaffeError
 from minicaffe.layer import create_layer
-from minicaffe.layers.sigmoid import SigmoidLayer
+from minicaffe.syncedmem import SyncedMemory
 from minicaffe.testing import GradientChecker
+from minicaffe.testing.engines import compare_engines
 from tests.strategies import blob_from, blobs, layer_param
 
 
-@pytest.fixture(scope="module")
-def mode(mode):
-    """The engines to test: the OpenCL one only once the layer has its twin."""
-    if mode == common.GPU and not SigmoidLayer.has_gpu():
-        pytest.skip("Sigmoid has no OpenCL implementation yet")
-    return mode
+
+needs_device = pytest.mark.skipif(not opencl.available(), reason="no working OpenCL device")
 
 
 def sigmoid():
@@ -74,6 +72,34 @@ def test_range_symmetry_and_no_overflow(mode, bottom):
     minus, top_minus = blob_from(-x), Blob()
     layer.forward([minus], [top_minus])
     np.testing.assert_allclose(y + top_minus.cpu_data(), 1.0, atol=1e-6)  # sigma(-x) = 1 - sigma(x)
+
+
+@needs_device
+@given(bottom=blobs(low=-10.0, high=10.0), engine=st.sampled_from(["DEFAULT", "CAFFE"]),
+       seed=st.integers(0, 2**31 - 1))
+def test_engines_agree(bottom, engine, seed):
+    # OpenCL's tanh may differ from numpy's by a few ulps: the default tolerance.
+    param = layer_param("Sigmoid", sigmoid_param={"engine": engine})
+    compare_engines(param, [bottom.cpu_data()], seed=seed)
+
+
+@needs_device
+@pytest.mark.parametrize("in_place", [False, True])
+def test_device_path_makes_no_host_copies(in_place):
+    x = np.float32([[-1.0, 2.0], [0.5, -3.0]])
+    bottom = blob_from(x)
+    top = bottom if in_place else Blob()
+    layer = sigmoid()
+    with common.using_mode(common.GPU):
+        layer.setup([bottom], [top])
+        top.diff = np.ones_like(x)
+        top.gpu_diff(), bottom.gpu_data()  # the inputs are on the device ...
+        before = dict(SyncedMemory.transfers)
+        layer.forward([bottom], [top])
+        layer.backward([top], [True], [bottom])
+        assert SyncedMemory.transfers == before  # ... and everything stays there
+    y = 1 / (1 + np.exp(-x))
+    np.testing.assert_allclose(bottom.cpu_diff(), y * (1 - y), rtol=1e-5)
 
 
 def test_bad_blob_count(mode):

@@ -1,24 +1,20 @@
-"""Split: tops share the bottom's data, backward sums the top diffs; gradients, errors."""
+"""Split: tops share the bottom's data, backward sums the top diffs; gradients, engines agree,
+errors. Tests taking `mode` run once per engine (numpy, OpenCL)."""
 import numpy as np
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from minicaffe import common
+from minicaffe import common, opencl
 from minicaffe.blob import Blob
 from minicaffe.common import MinicaffeError
 from minicaffe.layer import create_layer
-from minicaffe.layers.split import SplitLayer
+from minicaffe.syncedmem import SyncedMemory
 from minicaffe.testing import GradientChecker
+from minicaffe.testing.engines import compare_engines
 from tests.strategies import blob_from, blobs, layer_param
 
-
-@pytest.fixture(scope="module")
-def mode(mode):
-    """The engines to test: the OpenCL one only once the layer has its twin."""
-    if mode == common.GPU and not SplitLayer.has_gpu():
-        pytest.skip("Split has no OpenCL implementation yet")
-    return mode
+needs_device = pytest.mark.skipif(not opencl.available(), reason="no working OpenCL device")
 
 
 def split(name="split"):
@@ -77,6 +73,30 @@ def test_propagate_down_false_leaves_bottom_diff(mode):
     tops[0].diff, tops[1].diff = [1, 1], [1, 1]
     layer.backward(tops, [False], [bottom])
     np.testing.assert_array_equal(bottom.cpu_diff(), [7, 8])
+
+
+@needs_device
+@given(bottom=blobs(), num_tops=st.integers(1, 4), seed=st.integers(0, 2**31 - 1))
+def test_engines_agree(bottom, num_tops, seed):
+    # The device adds the top diffs in the same order as numpy: exact agreement.
+    compare_engines(layer_param("Split"), [bottom.cpu_data()], num_tops, seed=seed,
+                    rtol=0, atol=0)
+
+
+@needs_device
+def test_device_path_makes_no_host_copies():
+    bottom, tops, layer = blob_from([1.0, 2.0, 3.0]), [Blob(), Blob(), Blob()], split()
+    with common.using_mode(common.GPU):
+        layer.setup([bottom], tops)
+        for k, top in enumerate(tops):
+            top.diff = [k, 10 * k, 100 * k]
+            top.gpu_diff()  # the top diffs are on the device ...
+        bottom.gpu_data()
+        before = dict(SyncedMemory.transfers)
+        layer.forward([bottom], tops)
+        layer.backward(tops, [True], [bottom])
+        assert SyncedMemory.transfers == before  # ... and everything stays there
+    np.testing.assert_array_equal(bottom.cpu_diff(), [3, 30, 300])
 
 
 def test_in_place_refused(mode):

@@ -1,4 +1,5 @@
-"""TanH: known values, gradients (Caffe's checker settings), in-place use, bad input."""
+"""TanH: known values, gradients (Caffe's checker settings), in-place use, engines agree,
+bad input. Tests taking `mode` run once per engine (numpy, OpenCL)."""
 import math
 
 import numpy as np
@@ -6,21 +7,18 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from minicaffe import common
+from minicaffe import common, opencl
 from minicaffe.blob import Blob
 from minicaffe.common import MinicaffeError
 from minicaffe.layer import create_layer
-from minicaffe.layers.tanh import TanHLayer
+from minicaffe.syncedmem import SyncedMemory
 from minicaffe.testing import GradientChecker
+from minicaffe.testing.engines import compare_engines
 from tests.strategies import blob_from, blobs, layer_param
 
 
-@pytest.fixture(scope="module")
-def mode(mode):
-    """The engines to test: the OpenCL one only once the layer has its twin."""
-    if mode == common.GPU and not TanHLayer.has_gpu():
-        pytest.skip("TanH has no OpenCL implementation yet")
-    return mode
+
+needs_device = pytest.mark.skipif(not opencl.available(), reason="no working OpenCL device")
 
 
 def tanh():
@@ -72,6 +70,34 @@ def test_odd_and_bounded(mode, bottom):
     minus = blob_from(-bottom.cpu_data())
     layer.forward([minus], [top])
     np.testing.assert_allclose(top.cpu_data(), -y, atol=1e-7)  # tanh(-x) = -tanh(x)
+
+
+@needs_device
+@given(bottom=blobs(low=-6.0, high=6.0), engine=st.sampled_from(["DEFAULT", "CAFFE"]),
+       seed=st.integers(0, 2**31 - 1))
+def test_engines_agree(bottom, engine, seed):
+    # OpenCL's tanh may differ from numpy's by a few ulps: the default tolerance.
+    param = layer_param("TanH", tanh_param={"engine": engine})
+    compare_engines(param, [bottom.cpu_data()], seed=seed)
+
+
+@needs_device
+@pytest.mark.parametrize("in_place", [False, True])
+def test_device_path_makes_no_host_copies(in_place):
+    x = np.float32([[-1.0, 2.0], [0.5, -3.0]])
+    bottom = blob_from(x)
+    top = bottom if in_place else Blob()
+    layer = tanh()
+    with common.using_mode(common.GPU):
+        layer.setup([bottom], [top])
+        top.diff = np.ones_like(x)
+        top.gpu_diff(), bottom.gpu_data()  # the inputs are on the device ...
+        before = dict(SyncedMemory.transfers)
+        layer.forward([bottom], [top])
+        layer.backward([top], [True], [bottom])
+        assert SyncedMemory.transfers == before  # ... and everything stays there
+    y = np.tanh(x)
+    np.testing.assert_allclose(bottom.cpu_diff(), 1 - y * y, rtol=1e-5)
 
 
 def test_bad_blob_count(mode):
