@@ -23,4 +23,26 @@ typedef DTYPE Dtype;
 #define KERNEL_LOOP(i, n) \
   for (int i = get_global_id(0); i < (n); i += get_global_size(0))
 
+// group_sum(value, scratch): the sum of `value` over the work-group, returned to every
+// work-item. Kernels that total a whole blob into one scalar run as ONE work-group:
+// each work-item first adds up its share (KERNEL_LOOP), then the group adds its
+// work-items' totals in local memory as a tree (the first half adds in the second
+// half, then again on what is left), with a barrier between rounds so that every
+// partner's value is written before it is read. Works for any work-group size.
+// `scratch` holds one Dtype per work-item; the host passes it as local memory.
+Dtype group_sum(Dtype value, __local Dtype* scratch) {
+  const int lid = get_local_id(0);
+  scratch[lid] = value;
+  barrier(CLK_LOCAL_MEM_FENCE);
+  for (int active = get_local_size(0); active > 1;) {
+    const int kept = (active + 1) / 2;  // the first `kept` values receive the rest
+    if (lid < active - kept) scratch[lid] += scratch[lid + kept];
+    barrier(CLK_LOCAL_MEM_FENCE);
+    active = kept;
+  }
+  const Dtype total = scratch[0];
+  barrier(CLK_LOCAL_MEM_FENCE);  // every work-item has read it: scratch may be reused
+  return total;
+}
+
 #endif  // MINICAFFE_COMMON_CL

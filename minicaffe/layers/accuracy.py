@@ -22,11 +22,16 @@ Tops: the scalar accuracy; optionally per-class accuracy of shape (C,).
       include { phase: TEST }
       accuracy_param { top_k: 5 }
     }
+
+Device twin: `opencl/accuracy.cl`: a per-position check, then a one-group total.
 """
 import numpy as np
 
+from minicaffe import opencl
+from minicaffe.blob import Blob
 from minicaffe.common import MinicaffeError
 from minicaffe.layer import Layer, register_layer
+from minicaffe.layers.loss import launch_total
 from minicaffe.layers.softmax_loss import read_labels
 
 
@@ -43,6 +48,9 @@ class AccuracyLayer(Layer):
         param = self.layer_param.accuracy_param
         self.top_k = param.top_k
         self.ignore_label = param.ignore_label if param.HasField("ignore_label") else None
+        # Device scratch (Caffe's acc and counts): 0/1 per position.
+        self.correct = Blob(name=f"{self.name}.correct")
+        self.valid = Blob(name=f"{self.name}.valid")
 
     def reshape(self, bottom, top):
         self.axis = bottom[0].canonical_axis_index(self.layer_param.accuracy_param.axis)
@@ -61,10 +69,14 @@ class AccuracyLayer(Layer):
         top[0].reshape(())
         if len(top) > 1:
             top[1].reshape(channels)
+        self.outer_num, self.inner_num = outer, inner
+        self.correct.reshape(outer * inner)
+        self.valid.reshape(outer * inner)
 
     def forward_cpu(self, bottom, top):
         scores = bottom[0].cpu_data()
-        label, valid = read_labels(self, scores, bottom[1].cpu_data(), self.axis, self.ignore_label)
+        label, valid = read_labels(self, scores.shape, bottom[1].cpu_data(), self.axis,
+                                   self.ignore_label)
         channels = scores.shape[self.axis]
         scores = scores.reshape(label.shape[0], channels, -1)
         true_score = np.take_along_axis(scores, np.where(valid, label, 0)[:, None, :], axis=1)
@@ -81,6 +93,24 @@ class AccuracyLayer(Layer):
         if any(propagate_down):
             raise MinicaffeError(f"Accuracy layer {self.name!r} has no backward: accuracy is a "
                                  f"measurement, not a differentiable loss")
+
+    def forward_gpu(self, bottom, top):
+        read_labels(self, bottom[0].shape, bottom[1].cpu_data(), self.axis, self.ignore_label)
+        channels = bottom[0].shape[self.axis]
+        positions = self.outer_num * self.inner_num
+        opencl.kernel("accuracy.cl", "accuracy_forward")(
+            positions, bottom[0].gpu_data(), bottom[1].gpu_data(), np.int32(channels),
+            np.int32(self.inner_num), np.int32(self.top_k),
+            np.int32(self.ignore_label is not None), np.int32(self.ignore_label or 0),
+            self.correct.mutable_gpu_data(), self.valid.mutable_gpu_data())
+        launch_total("accuracy.cl", "accuracy_total", positions, self.correct.gpu_data(),
+                     self.valid.gpu_data(), top[0].mutable_gpu_data())
+        if len(top) > 1:
+            opencl.kernel("accuracy.cl", "accuracy_per_class")(
+                channels, np.int32(positions), bottom[1].gpu_data(), self.correct.gpu_data(),
+                self.valid.gpu_data(), top[1].mutable_gpu_data())
+
+    backward_gpu = backward_cpu  # nothing to compute: only the error for a gradient request
 
     def allow_force_backward(self, bottom_index):
         return False

@@ -14,13 +14,16 @@ Bottoms: a and b, the same batch size and the same number of values per item (sh
 may differ otherwise, e.g. (N, 10) and (N, 10, 1, 1)).   Top: the scalar loss.
 
     layer { name: "loss" type: "EuclideanLoss" bottom: "pred" bottom: "target" top: "loss" }
+
+Device twin: `opencl/euclidean_loss.cl`.
 """
 import numpy as np
 
+from minicaffe import opencl
 from minicaffe.blob import Blob
 from minicaffe.common import MinicaffeError
 from minicaffe.layer import register_layer
-from minicaffe.layers.loss import LossLayer
+from minicaffe.layers.loss import LossLayer, launch_total
 
 
 @register_layer
@@ -52,6 +55,19 @@ class EuclideanLossLayer(LossLayer):
                 alpha = sign * float(top[0].cpu_diff()) / bottom[i].num
                 bottom[i].mutable_cpu_diff()[...] = (alpha * self.diff.cpu_data()).reshape(
                     bottom[i].shape)
+
+    def forward_gpu(self, bottom, top):
+        count = bottom[0].count
+        opencl.sub(count, bottom[0].gpu_data(), bottom[1].gpu_data(), self.diff.mutable_gpu_data())
+        launch_total("euclidean_loss.cl", "euclidean_loss_forward", count, self.diff.gpu_data(),
+                     np.float32(1 / bottom[0].num / 2), top[0].mutable_gpu_data())
+
+    def backward_gpu(self, top, propagate_down, bottom):
+        for i, sign in ((0, 1.0), (1, -1.0)):
+            if propagate_down[i]:
+                opencl.kernel("euclidean_loss.cl", "euclidean_loss_backward")(
+                    bottom[i].count, np.float32(sign / bottom[i].num), top[0].gpu_diff(),
+                    self.diff.gpu_data(), bottom[i].mutable_gpu_diff())
 
     def allow_force_backward(self, bottom_index):
         return True

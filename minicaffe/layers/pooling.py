@@ -37,12 +37,17 @@ Bottom: (N, C, H, W).   Top: (N, C, H', W'); for MAX optionally a second top, th
       name: "pool1" type: "Pooling" bottom: "conv1" top: "pool1"
       pooling_param { pool: MAX kernel_size: 2 stride: 2 }
     }
+
+Device twin: `opencl/pooling.cl` (one work-item per output forward; backward one
+work-item per bottom pixel, gathering from the windows that cover it, as Caffe's
+pooling_layer.cu does, so no atomics are needed).
 """
 import math
 
 import numpy as np
 from numpy.lib.stride_tricks import sliding_window_view
 
+from minicaffe import opencl
 from minicaffe.blob import Blob
 from minicaffe.common import MinicaffeError
 from minicaffe.layer import Layer, register_layer
@@ -220,3 +225,35 @@ class PoolingLayer(Layer):
         flat = np.zeros(dx.size + 1, dtype=dx.dtype)
         np.add.at(flat, index.ravel(), dy.ravel())
         dx[...] = flat[:-1].reshape(dx.shape)
+
+    # ---- device
+    def _geometry(self, bottom):
+        """The window arguments every pooling.cl kernel takes, after its data pointers."""
+        i32 = np.int32
+        return (i32(bottom[0].height), i32(bottom[0].width), i32(self.pooled_height),
+                i32(self.pooled_width), i32(self.kernel_h), i32(self.kernel_w),
+                i32(self.stride_h), i32(self.stride_w), i32(self.pad_h), i32(self.pad_w))
+
+    def forward_gpu(self, bottom, top):
+        x = bottom[0].gpu_data()
+        y = top[0].mutable_gpu_data()
+        if self.layer_param.pooling_param.pool == P.AVE:
+            opencl.kernel("pooling.cl", "ave_pool_forward")(
+                top[0].count, x, *self._geometry(bottom), y)
+            return
+        mask = (top[1] if len(top) > 1 else self.max_idx).mutable_gpu_data()
+        opencl.kernel("pooling.cl", "max_pool_forward")(
+            top[0].count, x, *self._geometry(bottom), y, mask)
+
+    def backward_gpu(self, top, propagate_down, bottom):
+        if not propagate_down[0]:
+            return
+        dy = top[0].gpu_diff()
+        dx = bottom[0].mutable_gpu_diff()
+        if self.layer_param.pooling_param.pool == P.AVE:
+            opencl.kernel("pooling.cl", "ave_pool_backward")(
+                bottom[0].count, dy, *self._geometry(bottom), dx)
+            return
+        mask = (top[1] if len(top) > 1 else self.max_idx).gpu_data()
+        opencl.kernel("pooling.cl", "max_pool_backward")(
+            bottom[0].count, dy, mask, *self._geometry(bottom), dx)

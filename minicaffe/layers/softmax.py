@@ -15,9 +15,12 @@ $$ \frac{\partial E}{\partial x_k} = y_k \left( \frac{\partial E}{\partial y_k}
 Bottom: x, any shape.   Top: y, the shape of x.
 
     layer { name: "prob" type: "Softmax" bottom: "ip2" top: "prob" }
+
+Device twin: `opencl/softmax.cl`.
 """
 import numpy as np
 
+from minicaffe import opencl
 from minicaffe.layer import Layer, register_layer
 
 
@@ -31,6 +34,8 @@ class SoftmaxLayer(Layer):
 
     def reshape(self, bottom, top):
         self.axis = bottom[0].canonical_axis_index(self.layer_param.softmax_param.axis)
+        self.outer_num = bottom[0].count_range(0, self.axis)
+        self.inner_num = bottom[0].count_range(self.axis + 1)
         top[0].reshape_like(bottom[0])
 
     def forward_cpu(self, bottom, top):
@@ -44,3 +49,16 @@ class SoftmaxLayer(Layer):
         if propagate_down[0]:
             y, dy = top[0].cpu_data(), top[0].cpu_diff()
             bottom[0].mutable_cpu_diff()[...] = y * (dy - (dy * y).sum(axis=self.axis, keepdims=True))
+
+    def forward_gpu(self, bottom, top):
+        channels = bottom[0].shape[self.axis]
+        opencl.kernel("softmax.cl", "softmax_forward")(
+            self.outer_num * self.inner_num, bottom[0].gpu_data(), top[0].mutable_gpu_data(),
+            np.int32(channels), np.int32(self.inner_num))
+
+    def backward_gpu(self, top, propagate_down, bottom):
+        if propagate_down[0]:
+            channels = top[0].shape[self.axis]
+            opencl.kernel("softmax.cl", "softmax_backward")(
+                self.outer_num * self.inner_num, top[0].gpu_data(), top[0].gpu_diff(),
+                bottom[0].mutable_gpu_diff(), np.int32(channels), np.int32(self.inner_num))

@@ -23,26 +23,34 @@ in [0, C) or `ignore_label`.   Tops: the scalar loss; optionally the probabiliti
       name: "loss" type: "SoftmaxWithLoss" bottom: "ip2" bottom: "label" top: "loss"
       loss_param { ignore_label: 255 normalization: VALID }
     }
+
+Device twin: `opencl/softmax_loss.cl`. The loss is totalled and normalized on the
+device (the valid count never leaves it); backward reuses the normalizer that forward
+computed, as the labels are the same.
 """
 import numpy as np
 
+from minicaffe import opencl
 from minicaffe.blob import Blob
 from minicaffe.common import MinicaffeError
-from minicaffe.layers.loss import LossLayer
+from minicaffe.layers.loss import LossLayer, Norm, launch_total
 from minicaffe.layers.softmax import SoftmaxLayer
 from minicaffe.layer import register_layer
 
 FLT_MIN = float(np.finfo(np.float32).tiny)
 
 
-def read_labels(layer, scores: np.ndarray, labels: np.ndarray, axis: int, ignore_label):
+def read_labels(layer, scores_shape: tuple, labels: np.ndarray, axis: int, ignore_label):
     """Labels as ints of shape (outer, inner) and the mask of positions that count.
 
     Shared with Accuracy. Labels are truncated to int as Caffe's static_cast does;
     a label outside [0, C) that is not `ignore_label` is an error naming its position.
+    The OpenCL engine checks them here too: labels come from the Data layer on the
+    host, so reading them there costs no copy, and a bad label is a clear error
+    rather than an out-of-bounds read on the device.
     """
-    outer = int(np.prod(scores.shape[:axis]))
-    channels = scores.shape[axis]
+    outer = int(np.prod(scores_shape[:axis]))
+    channels = scores_shape[axis]
     if not np.all(np.isfinite(labels)):
         raise MinicaffeError(f"{layer.type} layer {layer.name!r}: labels must be finite numbers")
     label = labels.reshape(outer, -1).astype(np.int64)
@@ -52,7 +60,7 @@ def read_labels(layer, scores: np.ndarray, labels: np.ndarray, axis: int, ignore
         i, j = np.argwhere(bad)[0]
         raise MinicaffeError(
             f"{layer.type} layer {layer.name!r}: label {label[i, j]} at position {i * label.shape[1] + j} "
-            f"is out of range [0, {channels}) for scores of shape {scores.shape} (axis {axis})")
+            f"is out of range [0, {channels}) for scores of shape {scores_shape} (axis {axis})")
     return label, valid
 
 
@@ -73,6 +81,11 @@ class SoftmaxWithLossLayer(LossLayer):
         softmax_param.ClearField("loss_weight")
         self.softmax_layer = SoftmaxLayer(softmax_param)
         self.prob = Blob(name=f"{self.name}.prob")
+        # Device scratch (Caffe's loss_data and counts_): per-position losses and
+        # 0/1 counts, and the scalar normalizer that forward works out for backward.
+        self.losses = Blob(name=f"{self.name}.losses")
+        self.counts = Blob(name=f"{self.name}.counts")
+        self.normalizer = Blob((), name=f"{self.name}.normalizer")
         self.softmax_layer.setup([bottom[0]], [self.prob])
         loss_param = self.layer_param.loss_param
         self.ignore_label = loss_param.ignore_label if loss_param.HasField("ignore_label") else None
@@ -92,10 +105,13 @@ class SoftmaxWithLossLayer(LossLayer):
                 f"{bottom[1].name!r} of shape {bottom[1].shape} has {bottom[1].count}")
         if len(top) > 1:
             top[1].reshape_like(bottom[0])
+        self.losses.reshape(self.outer_num * self.inner_num)
+        self.counts.reshape(self.outer_num * self.inner_num)
 
     def _prob_and_labels(self, bottom):
         prob = self.prob.cpu_data()
-        label, valid = read_labels(self, prob, bottom[1].cpu_data(), self.axis, self.ignore_label)
+        label, valid = read_labels(self, prob.shape, bottom[1].cpu_data(), self.axis,
+                                   self.ignore_label)
         prob = prob.reshape(self.outer_num, -1, self.inner_num)
         index = np.where(valid, label, 0)[:, None, :]  # ignored positions read class 0, then drop
         return prob, index, valid
@@ -125,3 +141,36 @@ class SoftmaxWithLossLayer(LossLayer):
         scale = float(top[0].cpu_diff()) / self.get_normalizer(
             self.normalization, self.outer_num, self.inner_num, count)
         bottom[0].mutable_cpu_diff()[...] = (dx * scale).reshape(bottom[0].shape)
+
+    # ---- device
+    def _label_args(self, bottom):
+        """Labels on the device (checked on the host first), with the shape and ignore_label."""
+        read_labels(self, bottom[0].shape, bottom[1].cpu_data(), self.axis, self.ignore_label)
+        return (bottom[1].gpu_data(), np.int32(bottom[0].shape[self.axis]),
+                np.int32(self.inner_num), np.int32(self.ignore_label is not None),
+                np.int32(self.ignore_label or 0))
+
+    def forward_gpu(self, bottom, top):
+        self.softmax_layer.forward([bottom[0]], [self.prob])
+        positions = self.outer_num * self.inner_num
+        opencl.kernel("softmax_loss.cl", "softmax_loss_forward")(
+            positions, self.prob.gpu_data(), *self._label_args(bottom),
+            self.losses.mutable_gpu_data(), self.counts.mutable_gpu_data())
+        # VALID divides by the count of positions not ignored, known only on the device.
+        fixed = self.get_normalizer(self.normalization, self.outer_num, self.inner_num)
+        launch_total("softmax_loss.cl", "softmax_loss_total", positions,
+                     self.losses.gpu_data(), self.counts.gpu_data(),
+                     np.int32(self.normalization == Norm.VALID), np.float32(fixed),
+                     top[0].mutable_gpu_data(), self.normalizer.mutable_gpu_data())
+        if len(top) == 2:
+            opencl.copy(self.prob.count, self.prob.gpu_data(), top[1].mutable_gpu_data())
+
+    def backward_gpu(self, top, propagate_down, bottom):
+        if propagate_down[1]:
+            raise MinicaffeError(f"SoftmaxWithLoss layer {self.name!r} cannot backpropagate to "
+                                 f"label inputs (bottom {bottom[1].name!r})")
+        if not propagate_down[0]:
+            return
+        opencl.kernel("softmax_loss.cl", "softmax_loss_backward")(
+            self.outer_num * self.inner_num, self.prob.gpu_data(), *self._label_args(bottom),
+            top[0].gpu_diff(), self.normalizer.gpu_data(), bottom[0].mutable_gpu_diff())

@@ -1,4 +1,5 @@
-"""Accuracy: top-k known answers, ties, ignore_label, per-class top, a loop reference, bad input."""
+"""Accuracy: top-k known answers, ties, ignore_label, per-class top, a loop reference, the
+OpenCL twin against numpy, bad input."""
 import numpy as np
 import pytest
 from hypothesis import given
@@ -8,15 +9,9 @@ from minicaffe import common
 from minicaffe.blob import Blob
 from minicaffe.common import MinicaffeError
 from minicaffe.layer import create_layer
-from minicaffe.layers.accuracy import AccuracyLayer
+from minicaffe.syncedmem import SyncedMemory
+from minicaffe.testing.engines import compare_engines
 from tests.strategies import blob_from, layer_param
-
-
-@pytest.fixture(scope="module")
-def mode(mode):
-    if mode == common.GPU and not AccuracyLayer.has_gpu():
-        pytest.skip("Accuracy has no OpenCL implementation yet")
-    return mode
 
 
 def accuracy(**param):
@@ -118,6 +113,50 @@ def test_top_k_is_monotone_and_full_k_is_one(mode, n, c, seed):
     values = [float(run(accuracy(top_k=k), scores, labels)[0]) for k in range(1, c + 1)]
     assert values == sorted(values)
     assert values[-1] == 1.0
+
+
+# ---- the OpenCL twin
+@pytest.fixture(scope="module")
+def gpu_only(mode):
+    """For the tests that compare both engines themselves: run once, under the gpu mode."""
+    if mode != common.GPU:
+        pytest.skip("compares both engines itself: runs once, under the gpu mode")
+
+
+@given(st.lists(st.integers(1, 3), min_size=1, max_size=3), st.integers(0, 3), st.integers(1, 6),
+       st.sampled_from(["none", "some", "all"]), st.integers(1, 2), st.booleans(),
+       st.integers(0, 2**31 - 1), st.data())
+def test_engines_agree(gpu_only, other_dims, axis, channels, ignore, top_count, ties, seed, data):
+    # Scores (the label dims with C inserted at `axis`), few distinct values when `ties`
+    # (ties count against the true class on both engines), every top_k, ignore_label
+    # matching none, some or all positions, and the per-class top.
+    axis = min(axis, len(other_dims))
+    shape = tuple(other_dims[:axis]) + (channels,) + tuple(other_dims[axis:])
+    rng = np.random.default_rng(seed)
+    scores = rng.integers(0, 3, shape) if ties else rng.standard_normal(shape)
+    labels = rng.integers(0, channels, other_dims).astype(np.float32)
+    param = {"axis": axis, "top_k": data.draw(st.integers(1, channels))}
+    if ignore == "some":
+        param["ignore_label"] = int(labels.flat[0])
+    elif ignore == "all":
+        param["ignore_label"] = 7
+        labels[...] = 7
+    compare_engines(layer_param("Accuracy", accuracy_param=param), [scores, labels], top_count,
+                    backward=False)
+
+
+def test_scores_stay_on_the_device(gpu_only):
+    # Scores on the device: only the accuracy itself comes back, when it is read.
+    layer = accuracy(top_k=2)
+    bottom, tops = [blob_from(SCORES), blob_from(LABELS)], [Blob(), Blob()]
+    layer.setup(bottom, tops)
+    bottom[0].mutable_gpu_data()
+    bottom[1].gpu_data()  # the labels go in once, with the batch
+    before = dict(SyncedMemory.transfers)
+    layer.forward(bottom, tops)
+    assert SyncedMemory.transfers == before
+    assert float(tops[0].cpu_data()) == pytest.approx(0.5)
+    np.testing.assert_allclose(tops[1].cpu_data(), [0.5, 0, 1, 0])
 
 
 # ---- bad input

@@ -1,4 +1,5 @@
-"""EuclideanLoss: known loss and gradients, loss weight, gradients to both bottoms, bad input."""
+"""EuclideanLoss: known loss and gradients, loss weight, gradients to both bottoms, the
+OpenCL twin against numpy, bad input."""
 import numpy as np
 import pytest
 from hypothesis import given
@@ -8,16 +9,10 @@ from minicaffe import common
 from minicaffe.blob import Blob
 from minicaffe.common import MinicaffeError
 from minicaffe.layer import create_layer
-from minicaffe.layers.euclidean_loss import EuclideanLossLayer
+from minicaffe.syncedmem import SyncedMemory
 from minicaffe.testing import GradientChecker
+from minicaffe.testing.engines import compare_engines
 from tests.strategies import blob_from, blobs, layer_param, shapes
-
-
-@pytest.fixture(scope="module")
-def mode(mode):
-    if mode == common.GPU and not EuclideanLossLayer.has_gpu():
-        pytest.skip("EuclideanLoss has no OpenCL implementation yet")
-    return mode
 
 
 def euclidean(**fields):
@@ -79,6 +74,38 @@ def test_symmetric_and_zero_on_equal_inputs(mode, pair):
 def test_both_bottoms_may_be_forced_to_backpropagate(mode):
     layer = euclidean()
     assert layer.allow_force_backward(0) and layer.allow_force_backward(1)
+
+
+# ---- the OpenCL twin
+@pytest.fixture(scope="module")
+def gpu_only(mode):
+    """For the tests that compare both engines themselves: run once, under the gpu mode."""
+    if mode != common.GPU:
+        pytest.skip("compares both engines itself: runs once, under the gpu mode")
+
+
+@given(pairs(), st.booleans(), st.lists(st.booleans(), min_size=2, max_size=2))
+def test_engines_agree(gpu_only, pair, trailing_ones, propagate_down):
+    # b may carry extra trailing 1-axes (only the count per item must match); the top
+    # diff that compare_engines draws acts as the loss weight.
+    a, b = (blob.cpu_data().copy() for blob in pair)
+    if trailing_ones:
+        b = b.reshape(b.shape + (1, 1))
+    compare_engines(layer_param("EuclideanLoss"), [a, b], propagate_down=propagate_down)
+
+
+def test_data_stays_on_the_device(gpu_only):
+    # Both bottoms on the device: only the scalar loss comes back (Layer.forward reads it).
+    layer = euclidean()
+    bottom, top = [blob_from([[1, 2], [3, 4]]), blob_from([[0, 0], [1, 1]])], [Blob()]
+    layer.setup(bottom, top)
+    for blob in bottom:
+        blob.mutable_gpu_data()
+    for _ in range(2):  # the loss weight goes to the device once, in the first backward
+        before = dict(SyncedMemory.transfers)
+        assert layer.forward(bottom, top) == pytest.approx(4.5)
+        layer.backward(top, [True, True], bottom)
+    assert SyncedMemory.transfers == {**before, "to_cpu": before["to_cpu"] + 1}
 
 
 @pytest.mark.parametrize("a_shape, b_shape, message", [

@@ -1,27 +1,22 @@
-"""Pooling: Caffe's hand-computed cases, output size, a loop reference, gradients, bad input."""
+"""Pooling: Caffe's hand-computed cases, output size, a loop reference, gradients, the
+OpenCL twin against numpy, bad input."""
 import math
 
 import numpy as np
 import pytest
-from hypothesis import assume, given
+from hypothesis import assume, example, given
 from hypothesis import strategies as st
 
 from minicaffe import common
 from minicaffe.blob import Blob
 from minicaffe.common import MinicaffeError
 from minicaffe.layer import create_layer
-from minicaffe.layers.pooling import PoolingLayer
+from minicaffe.syncedmem import SyncedMemory
 from minicaffe.testing import GradientChecker
+from minicaffe.testing.engines import compare_engines
 from tests.strategies import blob_from, layer_param
 
 FLT_MAX = float(np.finfo(np.float32).max)
-
-
-@pytest.fixture(scope="module")
-def mode(mode):
-    if mode == common.GPU and not PoolingLayer.has_gpu():
-        pytest.skip("Pooling has no OpenCL implementation yet")
-    return mode
 
 
 def pooling(**fields):
@@ -277,19 +272,21 @@ def distinct_values(shape, seed):
 @pytest.mark.parametrize("num_tops", [1, 2])
 @pytest.mark.parametrize("kh, kw", [(3, 3), (3, 4), (4, 3), (4, 4)])
 def test_gradient_max_caffe_cases(mode, kh, kw, num_tops):
-    # Caffe's TestGradientMax (pad 1) and TestGradientMaxTopMask (no pad), on a smaller bottom.
+    # Caffe's TestGradientMax (pad 1) and TestGradientMaxTopMask (no pad), on a smaller
+    # bottom: one plane (planes are independent; test_engines_agree covers several), as
+    # the exhaustive check runs ~2 forwards per (top, bottom) pair, slow on the OpenCL engine.
     pad = {"pad": 1} if num_tops == 1 else {}
     layer = pooling(pool="MAX", kernel_h=kh, kernel_w=kw, stride=2, **pad)
     GradientChecker(1e-4, 1e-2).check_gradient_exhaustive(
-        layer, [distinct_values((1, 2, 6, 5), kh * 10 + kw)], [Blob() for _ in range(num_tops)])
+        layer, [distinct_values((1, 1, 6, 5), kh * 10 + kw)], [Blob() for _ in range(num_tops)])
 
 
 @pytest.mark.parametrize("pad", [0, 2])
 @pytest.mark.parametrize("kh, kw", [(3, 3), (3, 4), (4, 3), (4, 4)])
 def test_gradient_ave_caffe_cases(mode, kh, kw, pad):
-    # Caffe's TestGradientAve and TestGradientAvePadded, on a smaller bottom.
+    # Caffe's TestGradientAve and TestGradientAvePadded, on a smaller bottom (one plane).
     layer = pooling(pool="AVE", kernel_h=kh, kernel_w=kw, stride=2, pad=pad)
-    bottom = blob_from(np.random.default_rng(kh * 10 + kw).standard_normal((1, 2, 6, 5)))
+    bottom = blob_from(np.random.default_rng(kh * 10 + kw).standard_normal((1, 1, 6, 5)))
     GradientChecker(1e-2, 1e-2).check_gradient_exhaustive(layer, [bottom], [Blob()])
 
 
@@ -302,6 +299,60 @@ def test_gradient_property(mode, params, seed):
         checker = GradientChecker(1e-2, 1e-2)
         bottom = blob_from(np.random.default_rng(seed).standard_normal(shape))
     checker.check_gradient(pooling(**param), [bottom], [Blob()])
+
+
+# ---- the OpenCL twin
+@pytest.fixture(scope="module")
+def gpu_only(mode):
+    """For the tests that compare both engines themselves: run once, under the gpu mode."""
+    if mode != common.GPU:
+        pytest.skip("compares both engines itself: runs once, under the gpu mode")
+
+
+@st.composite
+def engine_params(draw):
+    """pool_params(), or now and then (1 in 4) global pooling."""
+    if draw(st.integers(0, 3)) > 0:
+        return draw(pool_params())
+    return {"global_pooling": True}, (draw(st.integers(1, 2)), draw(st.integers(1, 2)),
+                                      draw(st.integers(1, 5)), draw(st.integers(1, 5)))
+
+
+@given(engine_params(), st.sampled_from(["normal", "ties", "special"]),
+       st.booleans(), st.integers(0, 2**31 - 1))
+@example(({"kernel_size": 3, "stride": 2, "pad": 1}, (1, 2, 6, 5)), "normal", True, 0)  # CEIL overhang
+def test_engines_agree(gpu_only, params, values, mask_top, seed):
+    # Each drawn geometry is checked with both MAX and AVE. Ties included: the kernel
+    # keeps the first maximum in row-major order, as numpy does, so masks and gradients
+    # agree exactly. "special" adds NaN and +-inf: MAX skips NaN and -inf the same way
+    # on both engines; AVE propagates them the same way.
+    param, shape = params
+    rng = np.random.default_rng(seed)
+    if values == "normal":
+        x = rng.standard_normal(shape)
+    else:
+        x = rng.integers(-2, 3, shape).astype(np.float64)
+        if values == "special":
+            x[rng.random(shape) < 0.3] = rng.choice([np.nan, np.inf, -np.inf])
+    for pool in ("MAX", "AVE"):
+        top_count = 2 if pool == "MAX" and mask_top else 1
+        compare_engines(layer_param("Pooling", pooling_param={**param, "pool": pool}), [x],
+                        top_count)
+
+
+@pytest.mark.parametrize("pool", ["MAX", "AVE"])
+def test_data_stays_on_the_device(gpu_only, pool):
+    # With the bottom data and the top diff only on the device (as between layers of a
+    # net), forward and backward copy nothing either way: a host read would be counted.
+    layer = pooling(pool=pool, kernel_size=3, stride=2, pad=1)
+    bottom, top = blob_from(np.random.default_rng(0).standard_normal((2, 3, 7, 6))), Blob()
+    layer.setup([bottom], [top])
+    bottom.mutable_gpu_data()
+    top.mutable_gpu_diff()
+    before = dict(SyncedMemory.transfers)
+    layer.forward([bottom], [top])
+    layer.backward([top], [True], [bottom])
+    assert SyncedMemory.transfers == before
 
 
 # ---- bad input

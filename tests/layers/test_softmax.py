@@ -1,4 +1,5 @@
-"""Softmax: known values, probabilities along any axis, stability, gradients, bad input."""
+"""Softmax: known values, probabilities along any axis, stability, gradients, the OpenCL
+twin against numpy, bad input."""
 import numpy as np
 import pytest
 from hypothesis import given
@@ -8,16 +9,10 @@ from minicaffe import common
 from minicaffe.blob import Blob
 from minicaffe.common import MinicaffeError
 from minicaffe.layer import create_layer
-from minicaffe.layers.softmax import SoftmaxLayer
+from minicaffe.syncedmem import SyncedMemory
 from minicaffe.testing import GradientChecker
+from minicaffe.testing.engines import compare_engines
 from tests.strategies import blob_from, blobs, layer_param
-
-
-@pytest.fixture(scope="module")
-def mode(mode):
-    if mode == common.GPU and not SoftmaxLayer.has_gpu():
-        pytest.skip("Softmax has no OpenCL implementation yet")
-    return mode
 
 
 def softmax(axis=1):
@@ -95,6 +90,35 @@ def test_in_place_matches_out_of_place(mode):
         results.append((y, bottom.cpu_diff().copy()))
     np.testing.assert_array_equal(results[0][0], results[1][0])
     np.testing.assert_allclose(results[0][1], results[1][1], rtol=1e-6)
+
+
+# ---- the OpenCL twin
+@pytest.fixture(scope="module")
+def gpu_only(mode):
+    """For the tests that compare both engines themselves: run once, under the gpu mode."""
+    if mode != common.GPU:
+        pytest.skip("compares both engines itself: runs once, under the gpu mode")
+
+
+@given(blob_and_axis(max_side=5), st.sampled_from([1.0, 30.0]))
+def test_engines_agree(gpu_only, bottom_axis, scale):
+    # scale 30 spreads the scores so that some probabilities underflow towards 0.
+    bottom, axis = bottom_axis
+    compare_engines(layer_param("Softmax", softmax_param={"axis": axis}),
+                    [bottom.cpu_data() * np.float32(scale)])
+
+
+def test_data_stays_on_the_device(gpu_only):
+    # With the bottom data and the top diff only on the device (as between layers of a
+    # net), forward and backward copy nothing either way: a host read would be counted.
+    layer, bottom, top = softmax(), blob_from(np.ones((4, 5, 3))), Blob()
+    layer.setup([bottom], [top])
+    bottom.mutable_gpu_data()
+    top.mutable_gpu_diff()
+    before = dict(SyncedMemory.transfers)
+    layer.forward([bottom], [top])
+    layer.backward([top], [True], [bottom])
+    assert SyncedMemory.transfers == before
 
 
 def test_bad_axis(mode):

@@ -1,4 +1,5 @@
-"""SoftmaxWithLoss: known loss and gradient, normalization modes, ignore_label, gradients, bad input."""
+"""SoftmaxWithLoss: known loss and gradient, normalization modes, ignore_label, gradients,
+the OpenCL twin against numpy, bad input."""
 import math
 
 import numpy as np
@@ -10,16 +11,10 @@ from minicaffe import common
 from minicaffe.blob import Blob
 from minicaffe.common import MinicaffeError
 from minicaffe.layer import create_layer
-from minicaffe.layers.softmax_loss import SoftmaxWithLossLayer
+from minicaffe.syncedmem import SyncedMemory
 from minicaffe.testing import GradientChecker
+from minicaffe.testing.engines import compare_engines
 from tests.strategies import blob_from, layer_param
-
-
-@pytest.fixture(scope="module")
-def mode(mode):
-    if mode == common.GPU and not SoftmaxWithLossLayer.has_gpu():
-        pytest.skip("SoftmaxWithLoss has no OpenCL implementation yet")
-    return mode
 
 
 def loss_layer(axis=1, **loss_param):
@@ -152,6 +147,56 @@ def test_gradient(mode, case):
     checker = GradientChecker(1e-2, 1e-2, 1701)
     checker.check_gradient_exhaustive(loss_layer(axis, **param), [scores, labels], [Blob()],
                                       check_bottom=0)
+
+
+# ---- the OpenCL twin
+@pytest.fixture(scope="module")
+def gpu_only(mode):
+    """For the tests that compare both engines themselves: run once, under the gpu mode."""
+    if mode != common.GPU:
+        pytest.skip("compares both engines itself: runs once, under the gpu mode")
+
+
+NORMALIZATIONS = [{"normalization": m} for m in ("FULL", "VALID", "BATCH_SIZE", "NONE")] + [
+    {}, {"normalize": False}, {"normalize": True}]
+
+
+@given(st.lists(st.integers(1, 3), min_size=1, max_size=4), st.integers(1, 3),
+       st.integers(2, 5), st.sampled_from(NORMALIZATIONS), st.sampled_from(["none", "some", "all"]),
+       st.integers(1, 2), st.integers(0, 2**31 - 1))
+def test_engines_agree(gpu_only, other_dims, axis, channels, loss_param, ignore, top_count, seed):
+    # Scores (the label dims with C inserted at `axis` >= 1: the batch stays first),
+    # labels per position, every normalization, ignore_label matching none, some or all
+    # positions; the top diff that compare_engines draws acts as the loss weight.
+    axis = min(axis, len(other_dims))
+    shape = tuple(other_dims[:axis]) + (channels,) + tuple(other_dims[axis:])
+    rng = np.random.default_rng(seed)
+    scores = rng.standard_normal(shape) * 3
+    labels = rng.integers(0, channels, other_dims).astype(np.float32)
+    loss_param = dict(loss_param)
+    if ignore == "some":
+        loss_param["ignore_label"] = int(labels.flat[0])
+    elif ignore == "all":
+        loss_param["ignore_label"] = -1
+        labels[...] = -1
+    param = layer_param("SoftmaxWithLoss", softmax_param={"axis": axis}, loss_param=loss_param)
+    compare_engines(param, [scores, labels], top_count, propagate_down=[True, False])
+
+
+def test_data_stays_on_the_device(gpu_only):
+    # Scores and labels on the device: forward and backward copy only the scalar loss
+    # back (Layer.forward reads it) and nothing in; the valid count stays on the device.
+    layer = loss_layer(ignore_label=-1)
+    bottom, top = [blob_from(SCORES), blob_from(LABELS)], [Blob()]
+    layer.setup(bottom, top)
+    for blob in bottom:
+        blob.gpu_data()
+    bottom[0].mutable_gpu_data()
+    for _ in range(2):  # the loss weight goes to the device once, in the first backward
+        before = dict(SyncedMemory.transfers)
+        layer.forward(bottom, top)
+        layer.backward(top, [True, False], bottom)
+    assert SyncedMemory.transfers == {**before, "to_cpu": before["to_cpu"] + 1}
 
 
 # ---- bad input
