@@ -1,0 +1,56 @@
+"""The project's shape, enforced: numpy layers paired with kernels, README and CI in step."""
+import inspect
+import re
+from pathlib import Path
+
+import pytest
+
+from minicaffe.layer import layer_registry
+
+ROOT = Path(__file__).resolve().parents[1]
+KERNELS = ROOT / "opencl"
+# Kernel files that serve many layers rather than twin one module.
+SHARED_KERNELS = {"common", "math", "gemm", "im2col"}
+# Layers whose GPU body is their CPU body: they only share memory or do no arithmetic
+# (Flatten, Reshape, Input), or fill the host side that the next layer copies in (Data).
+NO_ARITHMETIC = {"Flatten", "Reshape", "Input", "Data"}
+
+
+def stem(cls) -> str:
+    return Path(inspect.getfile(cls)).stem
+
+
+@pytest.mark.parametrize("type_name", sorted(layer_registry()))
+def test_every_layer_has_an_opencl_twin(type_name):
+    cls = layer_registry()[type_name]
+    assert cls.has_gpu(), f"{type_name} has no forward_gpu"
+    if type_name in NO_ARITHMETIC:
+        assert cls.forward_gpu is cls.forward_cpu
+        return
+    kernel = KERNELS / f"{stem(cls)}.cl"
+    assert kernel.exists(), f"{type_name}: no {kernel.relative_to(ROOT)}"
+    assert f"opencl/{stem(cls)}.cl" in inspect.getmodule(cls).__doc__, \
+        f"{type_name}: the module docstring should name its device twin"
+
+
+def test_no_orphan_kernels():
+    stems = {stem(cls) for cls in layer_registry().values()}
+    stems |= {p.stem for p in (ROOT / "minicaffe" / "solvers").glob("*.py")}
+    orphans = [p.name for p in KERNELS.glob("*.cl") if p.stem not in stems | SHARED_KERNELS]
+    assert not orphans, f"kernels with no numpy twin: {orphans}"
+
+
+def readme_commands() -> list[str]:
+    return re.findall(r"```sh\n(.*?)\n```", (ROOT / "README.md").read_text(), re.S)[:2]
+
+
+def test_readme_opens_with_train_and_test_commands():
+    train, test = readme_commands()
+    assert "pip install" in train and "train_lenet.sh" in train
+    assert "pip install -e '.[test]'" in test and "pytest" in test
+
+
+def test_ci_runs_the_readme_test_command_verbatim():
+    _, test = readme_commands()
+    lines = [l for l in (ROOT / ".ci" / "run").read_text().splitlines() if l and not l.startswith("#")]
+    assert lines[-1] == test
