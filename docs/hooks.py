@@ -1,0 +1,152 @@
+"""MkDocs hooks: the parts of the site that are generated from the code at build time.
+
+* every registered layer type gets a page (`gen_layer_pages.py`), listed under "Layers";
+* figures: the learning-rate policies plotted with `minicaffe.solver.learning_rate`,
+  LeNet drawn by `minicaffe draw`, the LeNet training curves by `minicaffe plot`
+  (from the committed log `docs/assets/lenet_train.log`);
+* directives in hand-written pages, replaced by text read from the code:
+  `<!-- docstring: minicaffe.syncedmem -->` (a module's docstring) and
+  `<!-- summary: examples/mnist/lenet.prototxt TEST -->` (`minicaffe summary`'s table),
+  `<!-- drawings -->` (LeNet's TRAIN and TEST nets side by side).
+"""
+from __future__ import annotations
+
+import importlib
+import io
+import logging
+import re
+import shutil
+import sys
+from pathlib import Path
+
+from mkdocs.structure.files import File
+
+DOCS = Path(__file__).resolve().parent
+ROOT = DOCS.parent
+for path in (str(ROOT), str(DOCS)):
+    if path not in sys.path:
+        sys.path.insert(0, path)
+
+import gen_layer_pages  # noqa: E402
+
+log = logging.getLogger("mkdocs.hooks.minicaffe")
+
+# The settings each lr_policy curve is drawn with (LeNet's base_lr; inv is LeNet's policy).
+LR_EXAMPLES = [
+    ("fixed", {}),
+    ("step", {"gamma": 0.1, "stepsize": 2500}),
+    ("exp", {"gamma": 0.9997}),
+    ("inv", {"gamma": 1e-4, "power": 0.75}),
+    ("multistep", {"gamma": 0.5, "stepvalue": [2000, 5000, 8000]}),
+    ("poly", {"power": 2.0}),
+    ("sigmoid", {"gamma": 0.002, "stepsize": 5000}),
+]
+MAX_ITER = 10000
+
+
+# ---------------------------------------------------------------- figures
+
+def lr_policies_svg() -> bytes:
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from minicaffe.proto import caffe_pb2
+    from minicaffe.solver import learning_rate
+
+    fig, axes = plt.subplots(2, 4, figsize=(12, 6), sharex=True)
+    for ax, (policy, fields) in zip(axes.flat, LR_EXAMPLES):
+        param = caffe_pb2.SolverParameter(lr_policy=policy, base_lr=0.01, max_iter=MAX_ITER, **fields)
+        rates, step = [], 0
+        for it in range(MAX_ITER + 1):  # in order, once per iteration, as the solver asks
+            rate, step = learning_rate(param, it, step)
+            rates.append(rate)
+        ax.plot(range(MAX_ITER + 1), rates, color="C0")
+        settings = ", ".join(f"{k}: {v}" for k, v in fields.items()) or "base_lr only"
+        ax.set_title(f"{policy}\n{settings}", fontsize=9)
+        ax.set_ylim(0, 0.0105)
+        ax.grid(True, alpha=0.3)
+    axes.flat[-1].axis("off")
+    for ax in axes[1]:
+        ax.set_xlabel("iteration")
+    for ax in axes[:, 0]:
+        ax.set_ylabel("learning rate")
+    fig.suptitle(f"lr_policy curves from minicaffe.solver.learning_rate (base_lr = 0.01, max_iter = {MAX_ITER})")
+    fig.tight_layout()
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="svg")
+    plt.close(fig)
+    return buffer.getvalue()
+
+
+def lenet_svg(phase: str) -> bytes | None:
+    """LeNet drawn by `minicaffe draw` (None when Graphviz's `dot` is not installed)."""
+    if shutil.which("dot") is None:
+        return None
+    from minicaffe import protoio
+    from minicaffe.tools.draw import net_graph
+    param = protoio.read_net_param(ROOT / "examples/mnist/lenet_train_test.prototxt")
+    return net_graph(param, "TB", phase).create(prog="dot", format="svg")
+
+
+def training_png() -> bytes:
+    from minicaffe.tools.plot import plot_log
+    import tempfile
+    with tempfile.TemporaryDirectory() as tmp:
+        out = plot_log(DOCS / "assets" / "lenet_train.log", Path(tmp) / "plot.png", ["loss", "accuracy"])
+        return out.read_bytes()
+
+
+# ---------------------------------------------------------------- mkdocs events
+
+def on_config(config):
+    """List every generated layer page under the nav's "Layers" entry."""
+    from minicaffe.layer import layer_registry
+    pages = [{"Overview": "layers/index.md"}] + [
+        {t: gen_layer_pages.page_path(t)} for t in sorted(layer_registry())]
+    for i, item in enumerate(config.nav or []):
+        if isinstance(item, dict) and item.get("Layers") == "layers/index.md":
+            config.nav[i] = {"Layers": pages}
+    return config
+
+
+def on_files(files, config):
+    for rel, text in gen_layer_pages.layer_pages().items():
+        files.append(File.generated(config, rel, content=text))
+    files.append(File.generated(config, "assets/generated/lr_policies.svg", content=lr_policies_svg()))
+    files.append(File.generated(config, "assets/generated/lenet_training.png", content=training_png()))
+    for phase in ("TRAIN", "TEST"):
+        svg = lenet_svg(phase)
+        if svg is None:
+            log.info("Graphviz's dot is not installed: the LeNet drawing is left out")
+            break
+        files.append(File.generated(config, f"assets/generated/lenet_{phase.lower()}.svg", content=svg))
+    return files
+
+
+_DOCSTRING = re.compile(r"<!--\s*docstring:\s*([\w.]+)\s*-->")
+_SUMMARY = re.compile(r"<!--\s*summary:\s*(\S+)\s+(TRAIN|TEST)\s*-->")
+_DRAWING = re.compile(r"<!--\s*drawings\s*-->")
+
+
+def _summary(match) -> str:
+    from minicaffe.tools.summary import format_table, summarize
+    table = format_table(summarize(ROOT / match[1], match[2]))
+    return f"```text\n$ minicaffe summary --model {match[1]} --phase {match[2]}\n{table}\n```"
+
+
+def _drawing(match) -> str:
+    """LeNet's TRAIN and TEST nets, drawn top to bottom, side by side."""
+    if shutil.which("dot") is None:
+        return ('!!! note "No drawing"\n    Graphviz\'s `dot` was not installed when this site was '
+                "built; run `minicaffe draw examples/mnist/lenet_train_test.prototxt lenet.svg` "
+                "with Graphviz installed to see it.")
+    cells = [f'<div markdown>\n\n**{phase}**\n\n![LeNet, {phase} phase, drawn by minicaffe draw]'
+             f'(../assets/generated/lenet_{phase.lower()}.svg)\n\n</div>' for phase in ("TRAIN", "TEST")]
+    return '<div class="code-pair net-drawings" markdown>\n\n' + "\n\n".join(cells) + "\n\n</div>"
+
+
+def on_page_markdown(markdown, page, config, files):
+    markdown = _DOCSTRING.sub(lambda m: importlib.import_module(m[1]).__doc__.strip(), markdown)
+    markdown = _SUMMARY.sub(_summary, markdown)
+    return _DRAWING.sub(_drawing, markdown)

@@ -1,0 +1,118 @@
+"""`minicaffe summary`: a table of a network's layers, their sizes and their cost.
+
+    minicaffe summary --model examples/mnist/lenet_train_test.prototxt [--phase TEST]
+
+The net is built as training or testing would build it (so Data layers open their
+database and every shape is the real one, batch included), then each layer gets a row:
+
+    layer  type  top shapes  parameters  FLOPs  activations
+
+* **parameters**: the values in the layer's learnable blobs (weights, biases). A blob
+  shared with an earlier layer (a named `param`) is counted once, by its owner.
+* **FLOPs** of one forward pass over the whole batch. Convolution and InnerProduct
+  count 2 per multiply-add (one multiply, one add), biases left out: a top of `n`
+  values, each a dot product of length `k`, costs `2 n k`; for a convolution
+  `k` = (input channels / group) x kernel area. Pooling counts one per window element
+  read (`n` x kernel area). Layers that only move, share or load data (Data, Input,
+  Split, Flatten, Reshape, Concat) count 0. Every other layer counts one per element
+  of its first bottom: a rough figure for element-wise work (ReLU, Softmax, losses).
+* **activations**: the bytes of float32 data in the tops the layer creates. An
+  in-place top (ReLU writing over its bottom) creates nothing. Training keeps a diff
+  of the same size for each, so backward needs about twice this.
+"""
+from __future__ import annotations
+
+from math import prod
+
+from minicaffe.common import MinicaffeError
+
+NO_FLOPS = {"Data", "Input", "Split", "Flatten", "Reshape", "Concat"}
+BYTES_PER_VALUE = 4  # float32
+
+
+def layer_flops(layer, bottom, top) -> int:
+    """FLOPs of one forward pass of `layer`, by the convention in the module docstring."""
+    if layer.type in ("Convolution", "InnerProduct"):
+        num_output = (layer.layer_param.convolution_param.num_output if layer.type == "Convolution"
+                      else layer.layer_param.inner_product_param.num_output)
+        dot_length = layer.blobs[0].count // num_output
+        return 2 * sum(t.count for t in top) * dot_length
+    if layer.type == "Pooling":
+        return top[0].count * layer.kernel_h * layer.kernel_w
+    if layer.type in NO_FLOPS or not bottom:
+        return 0
+    return bottom[0].count
+
+
+def summarize(model, phase: str = "TRAIN", level: int = 0, stages=()) -> dict:
+    """Rows {layer, type, top_shapes, params, flops, activation_bytes} and their totals."""
+    from minicaffe.net import TEST, TRAIN, Net
+
+    if phase not in ("TRAIN", "TEST"):
+        raise MinicaffeError(f"--phase must be TRAIN or TEST, got {phase!r}")
+    net = Net(model, TRAIN if phase == "TRAIN" else TEST, level=level, stages=stages)
+    rows, seen_params, seen_tops = [], set(), set()
+    for name, layer, bottom, top in zip(net.layer_names, net.layers, net.bottom_vecs, net.top_vecs):
+        params = 0
+        for blob in layer.blobs:
+            # A shared parameter is a Blob sharing its owner's memory: count that memory once.
+            if id(blob.data_mem) not in seen_params:
+                seen_params.add(id(blob.data_mem))
+                params += blob.count
+        in_place = {id(b) for b in bottom}
+        new_tops = [t for t in top if id(t) not in in_place and id(t) not in seen_tops]
+        seen_tops.update(id(t) for t in top)
+        rows.append({"layer": name, "type": layer.type,
+                     "top_shapes": [tuple(t.shape) for t in top], "params": params,
+                     "flops": layer_flops(layer, bottom, top),
+                     "activation_bytes": BYTES_PER_VALUE * sum(t.count for t in new_tops)})
+    totals = {key: sum(r[key] for r in rows) for key in ("params", "flops", "activation_bytes")}
+    return {"rows": rows, "totals": totals, "name": net.name, "phase": phase}
+
+
+def _bytes(n: int) -> str:
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if n < 1024 or unit == "GiB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1024
+    return str(n)
+
+
+def format_table(summary: dict) -> str:
+    """The summary as a plain-text table, one row per layer and a total row."""
+    header = ("layer", "type", "top shapes", "parameters", "FLOPs", "activations")
+    lines = [header]
+    for r in summary["rows"]:
+        shapes = ", ".join("x".join(map(str, s)) or "scalar" for s in r["top_shapes"])
+        lines.append((r["layer"], r["type"], shapes, f"{r['params']:,}", f"{r['flops']:,}",
+                      _bytes(r["activation_bytes"])))
+    t = summary["totals"]
+    lines.append(("total", "", "", f"{t['params']:,}", f"{t['flops']:,}", _bytes(t["activation_bytes"])))
+    widths = [max(len(row[i]) for row in lines) for i in range(len(header))]
+    right = {3, 4, 5}  # numbers line up on the right
+
+    def fmt(row):
+        return "  ".join(cell.rjust(w) if i in right else cell.ljust(w)
+                         for i, (cell, w) in enumerate(zip(row, widths))).rstrip()
+    rule = "-" * len(fmt(header))
+    title = f"Net {summary['name']!r}, phase {summary['phase']}"
+    return "\n".join([title, fmt(header), rule, *map(fmt, lines[1:-1]), rule, fmt(lines[-1])])
+
+
+def run(args) -> int:
+    if not args.model:
+        raise MinicaffeError("Need a model definition to summarize: give --model FILE.")
+    stages = [s for s in (args.stage or "").split(",") if s]
+    print(format_table(summarize(args.model, args.phase, args.level, stages)))
+    return 0
+
+
+def register(verbs) -> None:
+    """Add the `summary` verb to the `minicaffe` command's subparsers."""
+    p = verbs.add_parser("summary", help="tabulate a model's layers: shapes, parameters, FLOPs, memory")
+    p.add_argument("--model", "-model", help="the model definition protocol buffer text file")
+    p.add_argument("--phase", "-phase", default="TRAIN", type=str.upper, choices=("TRAIN", "TEST"),
+                   help="the net's phase (default: TRAIN)")
+    p.add_argument("--level", "-level", type=int, default=0, help="optional; the net's level")
+    p.add_argument("--stage", "-stage", help="optional; the net's stages, separated by ','")
+    p.set_defaults(func=run)
