@@ -2,12 +2,19 @@
 
     minicaffe train --solver lenet_solver.prototxt [--snapshot S.solverstate | --weights W[,W2]] [--gpu 0]
     minicaffe test  --model lenet_train_test.prototxt --weights W.caffemodel --iterations 100 [--gpu 0]
+    minicaffe time  --model lenet_train_test.prototxt [--iterations 50] [--gpu 0] [--phase TRAIN]
+    minicaffe device_query [--gpu 0]
     minicaffe convert_mnist_data IMAGES LABELS DB [--backend lmdb]
     minicaffe data mnist [--dest data/mnist]
 
 Flags take Caffe's single dash too (`-solver x`, `-gpu=0`), so Caffe's shell scripts
 (`caffe train -solver examples/mnist/lenet_solver.prototxt`) work with the name changed.
 Paths inside a solver file are relative to the current directory, as in Caffe.
+
+Engines: `--gpu N` runs the OpenCL engine on device N and is an error when no OpenCL
+device works (you asked for it). Without `--gpu`, a solver file's `solver_mode: GPU`
+(Caffe's examples set it) uses the device when one works, and otherwise warns in one
+line and trains on numpy.
 
 Logs go to stderr in glog's format. A user error (a missing file, a typo in a prototxt,
 a bad flag combination) prints one paragraph, `minicaffe: error: ...`, and exits 1.
@@ -67,6 +74,7 @@ def train(args) -> int:
 
     # Without --gpu, the solver file decides (solver_mode, device_id), as in Caffe.
     gpus = parse_gpus(args.gpu)
+    asked_for_gpu = bool(gpus)
     if not gpus and param.solver_mode == caffe_pb2.SolverParameter.GPU:
         gpus = [param.device_id]
     gpus = _one_device(gpus)
@@ -78,7 +86,7 @@ def train(args) -> int:
         logger.info("Use CPU.")
         param.solver_mode = caffe_pb2.SolverParameter.CPU
 
-    solver = get_solver(param, args.solver)
+    solver = get_solver(param, args.solver, require_device=asked_for_gpu)
     solver.sigint_effect, solver.sighup_effect = args.sigint_effect, args.sighup_effect
     if args.snapshot:
         logger.info("Resuming from %s", args.snapshot)
@@ -108,7 +116,7 @@ def test(args) -> int:
     gpus = _one_device(parse_gpus(args.gpu))
     if not gpus:
         logger.info("Use CPU.")
-    select_mode(bool(gpus), gpus[0] if gpus else 0)
+    select_mode(bool(gpus), gpus[0] if gpus else 0, required=True)
 
     net = Net(args.model, TEST, level=args.level, stages=parse_stages(args.stage))
     net.copy_trained_layers_from(args.weights)
@@ -134,6 +142,40 @@ def test(args) -> int:
             suffix = f" (* {fmt(weight)} = {fmt(weight * mean)} loss)" if weight else ""
             logger.info("%s = %s%s", name, fmt(mean), suffix)
             idx += 1
+    return 0
+
+
+def time(args) -> int:
+    """Benchmark a model's layers, forward and backward (Caffe's `caffe time`).
+
+    No solver and no update: a warm-up forward and backward, then `iterations` timed
+    passes through every layer. On the device, kernels run asynchronously, so the
+    queue is finished before each clock reading; each layer's time is then its own.
+    """
+    from minicaffe.tools.time import time_net
+
+    if not args.model:
+        raise MinicaffeError("Need a model definition to time: give --model FILE.")
+    if args.iterations < 1:
+        raise MinicaffeError(f"--iterations must be at least 1, got {args.iterations}")
+    gpus = _one_device(parse_gpus(args.gpu))
+    if not gpus:
+        logger.info("Use CPU.")
+    from minicaffe.solver import select_mode
+    select_mode(bool(gpus), gpus[0] if gpus else 0, required=True)
+    time_net(args.model, args.iterations, phase=args.phase, level=args.level,
+             stages=parse_stages(args.stage))
+    return 0
+
+
+def device_query(args) -> int:
+    """Describe an OpenCL device (Caffe's `caffe device_query`); the selected one by default."""
+    from minicaffe import opencl
+    gpus = parse_gpus(args.gpu)
+    for gpu in gpus or [None]:
+        if gpu is not None:
+            logger.info("Querying GPUs %d", gpu)
+        print(opencl.device_query(gpu))
     return 0
 
 
@@ -188,6 +230,20 @@ def build_parser() -> argparse.ArgumentParser:
     _flag(p, "stage", help="optional; the net's stages, separated by ','")
     p.set_defaults(func=test)
 
+    p = verbs.add_parser("time", help="benchmark a model's execution time, layer by layer")
+    _flag(p, "model", help="the model definition protocol buffer text file")
+    _flag(p, "iterations", type=int, default=50, help="the number of timed passes (default: 50)")
+    _flag(p, "gpu", help="optional; run in GPU mode on this device id")
+    _flag(p, "phase", default="TRAIN", type=str.upper, choices=("TRAIN", "TEST"),
+          help="the net's phase (default: TRAIN)")
+    _flag(p, "level", type=int, default=0, help="optional; the net's level")
+    _flag(p, "stage", help="optional; the net's stages, separated by ','")
+    p.set_defaults(func=time)
+
+    p = verbs.add_parser("device_query", help="show OpenCL device information")
+    _flag(p, "gpu", help="optional; the device id(s) to query, separated by ',' (default: the selected device)")
+    p.set_defaults(func=device_query)
+
     p = verbs.add_parser("convert_mnist_data", help="convert MNIST IDX files to an LMDB of Datums")
     p.add_argument("images", help="the images file, e.g. train-images-idx3-ubyte(.gz)")
     p.add_argument("labels", help="the labels file, e.g. train-labels-idx1-ubyte(.gz)")
@@ -199,6 +255,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("dataset", choices=("mnist",), help="the data set")
     _flag(p, "dest", default="data/mnist", help="the folder to download into (default: data/mnist)")
     p.set_defaults(func=data)
+
+    from minicaffe.tools import draw, plot, summary
+    for tool in (draw, plot, summary):
+        tool.register(verbs)
     return parser
 
 

@@ -157,7 +157,8 @@ def check_lr_policy(param: SolverParameter, source: str) -> None:
                              f"{', '.join(LR_POLICIES)}")
     if policy in ("step", "sigmoid") and param.stepsize <= 0:
         raise MinicaffeError(f"{source}: lr_policy {policy!r} needs stepsize > 0, got {param.stepsize}")
-    if policy in ("step", "exp", "inv", "multistep", "sigmoid") and param.gamma < 0:
+    # sigmoid takes any gamma: a negative one makes the rate decay instead of rise.
+    if policy in ("step", "exp", "inv", "multistep") and param.gamma < 0:
         raise MinicaffeError(f"{source}: lr_policy {policy!r} needs gamma >= 0, got {fmt(param.gamma)}")
     if policy == "poly" and param.max_iter <= 0:
         raise MinicaffeError(f"{source}: lr_policy 'poly' needs max_iter > 0, got {param.max_iter}")
@@ -165,27 +166,59 @@ def check_lr_policy(param: SolverParameter, source: str) -> None:
 
 # ---------------------------------------------------------------- engine choice
 
-def opencl_available() -> bool:
-    """True when `minicaffe.opencl` exists and its probe kernel compiles and runs."""
+def opencl_problem() -> str:
+    """Why the OpenCL engine cannot run on the selected device ("" when it can).
+
+    No pyopencl, no platform, no device, or a driver that fails the probe kernel are
+    answers (the caller decides whether they are fatal). A device index that does not
+    exist while others do is the user's typo, so it raises MinicaffeError, naming the
+    devices there are.
+    """
     try:
         from minicaffe import opencl
-        probe = getattr(opencl, "available", None)
-        return bool(probe and probe())
-    except Exception:  # no pyopencl, no platform, no device: all mean "no engine"
+        opencl.devices()
+    except Exception as error:  # no pyopencl, no platform, no device: all mean "no engine"
+        return str(error)
+    opencl.device()  # raises for an index that does not exist
+    return "" if opencl.available() else opencl.why_unavailable()
+
+
+def opencl_available() -> bool:
+    """True when the OpenCL engine works on the selected device."""
+    try:
+        return not opencl_problem()
+    except MinicaffeError:
         return False
 
 
-def select_mode(use_gpu: bool, device_id: int = 0) -> str:
-    """Set the process-wide mode: GPU when asked for and an OpenCL engine works, else CPU."""
-    if use_gpu and opencl_available():
+def select_mode(use_gpu: bool, device_id: int = 0, required: bool = False) -> str:
+    """Set the process-wide mode: GPU when asked for and the OpenCL engine works, else CPU.
+
+    `required` (an explicit `--gpu N`): no working OpenCL device is an error. Otherwise
+    (`solver_mode: GPU` in a solver file, as Caffe's own examples have) it is a one-line
+    warning and the numpy engine runs. A device index that does not exist is always an
+    error.
+    """
+    if use_gpu:
+        previous_device = common.device_id()
         common.set_device(device_id)
-        common.set_mode(common.GPU)
-        logger.info("Use GPU with device ID %d", device_id)
-    else:
-        if use_gpu:
-            logger.warning("GPU mode asked for (device %d) but no working OpenCL engine was found; "
-                           "running on the CPU (numpy) instead", device_id)
-        common.set_mode(common.CPU)
+        try:
+            problem = opencl_problem()
+        except MinicaffeError:
+            common.set_device(previous_device)
+            raise
+        if not problem:
+            common.set_mode(common.GPU)
+            logger.info("Use GPU with device ID %d", device_id)
+            return common.mode()
+        common.set_device(previous_device)
+        problem = " ".join(problem.split())  # one line, even for a build log
+        if required:
+            raise MinicaffeError(f"GPU device {device_id} was asked for, but the OpenCL engine "
+                                 f"cannot run: {problem}")
+        logger.warning("GPU mode asked for (device %d) but no working OpenCL engine was found "
+                       "(%s); running on the CPU (numpy) instead", device_id, problem)
+    common.set_mode(common.CPU)
     return common.mode()
 
 
@@ -258,7 +291,8 @@ class Solver:
     type = ""
 
     def __init__(self, param, source: str | None = None, *,
-                 sigint_effect: str = SolverAction.STOP, sighup_effect: str = SolverAction.SNAPSHOT):
+                 sigint_effect: str = SolverAction.STOP, sighup_effect: str = SolverAction.SNAPSHOT,
+                 require_device: bool = False):
         if isinstance(param, (str, os.PathLike)):
             source, param = str(param), read_solver_file(param)
         else:
@@ -272,7 +306,8 @@ class Solver:
         logger.info("Initializing solver from parameters: \n%s", text_format.MessageToString(param))
         self.check_param()
         self.check_snapshot_write_permissions()
-        select_mode(param.solver_mode == SolverParameter.GPU, param.device_id)
+        # `require_device`: the user asked for the device on the command line (--gpu).
+        select_mode(param.solver_mode == SolverParameter.GPU, param.device_id, require_device)
         # Seed before any net exists: fillers draw the initial weights while nets are built.
         if param.random_seed >= 0:
             common.set_random_seed(param.random_seed)

@@ -16,6 +16,8 @@ that side, so the next read on the other side copies. The device half is provide
 """
 from __future__ import annotations
 
+import contextlib
+
 import numpy as np
 
 UNINITIALIZED, HEAD_AT_CPU, HEAD_AT_GPU, SYNCED = "uninitialized", "cpu", "gpu", "synced"
@@ -43,7 +45,7 @@ class SyncedMemory:
                 self._cpu = np.empty(self.size, dtype=np.float32)
             from minicaffe import opencl
             opencl.copy_to_host(self._cpu, self._gpu)
-            SyncedMemory.transfers["to_cpu"] += 1
+            _note("to_cpu", self)
             self.head = SYNCED
         return self._cpu
 
@@ -74,7 +76,7 @@ class SyncedMemory:
             self.head = HEAD_AT_GPU
         elif self.head == HEAD_AT_CPU:
             opencl.copy_to_device(self._gpu, self._cpu)
-            SyncedMemory.transfers["to_gpu"] += 1
+            _note("to_gpu", self)
             self.head = SYNCED
         return self._gpu
 
@@ -85,3 +87,28 @@ class SyncedMemory:
         buf = self._to_gpu()
         self.head = HEAD_AT_GPU
         return buf
+
+
+# ---- finding stray copies
+_recorders: list[list] = []
+
+
+def _note(direction: str, memory: SyncedMemory) -> None:
+    SyncedMemory.transfers[direction] += 1
+    for record in _recorders:
+        record.append((direction, memory))
+
+
+@contextlib.contextmanager
+def recording_transfers():
+    """Record each copy made in the block as (direction, SyncedMemory), in order.
+
+    A debugging aid for "why did this copy?": compare the memories with a net's
+    `blob.data_mem` / `blob.diff_mem` to name the blob (tests/test_transfers.py does).
+    """
+    record: list = []
+    _recorders.append(record)
+    try:
+        yield record
+    finally:
+        _recorders.remove(record)

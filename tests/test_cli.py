@@ -5,11 +5,17 @@ import numpy as np
 import pytest
 
 from minicaffe import cli, common, protoio
-from tests.test_solver import GLOG, SequenceDataLayer, net_text
+from tests.test_solver import GLOG, SequenceDataLayer, net_text, registered_test_layers
 
 SOLVER = ('net: "net.prototxt" test_iter: 2 test_interval: 3 base_lr: 0.05 momentum: 0.9 '
           'lr_policy: "step" gamma: 0.5 stepsize: 2 display: 2 max_iter: 4 snapshot: 2 '
           'snapshot_prefix: "snaps/tiny" solver_mode: CPU random_seed: 3\n')
+
+@pytest.fixture(scope="module", autouse=True)
+def stand_in_layers():
+    with registered_test_layers():
+        yield
+
 
 @pytest.fixture
 def workdir(tmp_path, monkeypatch):
@@ -107,12 +113,112 @@ def test_malformed_prototxt_names_file_line_and_column(workdir, capsys):
     assert_one_paragraph_error(code, err, "broken.prototxt:", "solver2.prototxt")
 
 
-def test_gpu_flag_without_opencl_falls_back_to_numpy(workdir, capsys, monkeypatch):
+def test_gpu_flag_without_opencl_is_an_error(workdir, capsys, monkeypatch):
+    """--gpu asks for the device: no device is an error, not a silent fallback."""
     import minicaffe.solver as solver_module
-    monkeypatch.setattr(solver_module, "opencl_available", lambda: False)
-    code, err = run(capsys, "train", "--solver", "solver.prototxt", "--gpu", "0")
-    assert code == 0 and "Using GPUs 0" in err and "running on the CPU" in err
-    assert common.mode() == common.CPU
+    monkeypatch.setattr(solver_module, "opencl_problem", lambda: "no OpenCL platform found")
+    for verb in (["train", "--solver", "solver.prototxt"], ["time", "--model", "net.prototxt"]):
+        code, err = run(capsys, *verb, "--gpu", "0")
+        assert_one_paragraph_error(code, err, "GPU device 0 was asked for", "no OpenCL platform found")
+    assert not os.path.exists("snaps/tiny_iter_2.caffemodel")
+
+
+def test_solver_mode_gpu_without_opencl_warns_and_trains_on_numpy(workdir, capsys, monkeypatch):
+    """Caffe's example solvers say solver_mode: GPU; without a device they still train."""
+    import minicaffe.solver as solver_module
+    monkeypatch.setattr(solver_module, "opencl_problem", lambda: "no OpenCL platform found")
+    (workdir / "solver.prototxt").write_text(SOLVER.replace("solver_mode: CPU", "solver_mode: GPU"))
+    code, err = run(capsys, "train", "--solver", "solver.prototxt")
+    assert code == 0 and "Using GPUs 0" in err
+    warnings = [line for line in err.splitlines() if line.startswith("W")]
+    assert len(warnings) == 1 and "running on the CPU" in warnings[0]
+    assert common.mode() == common.CPU and os.path.exists("snaps/tiny_iter_4.caffemodel")
+
+
+def opencl_works():
+    from minicaffe import opencl
+    return opencl.available()
+
+
+needs_opencl = pytest.mark.skipif("not opencl_works()", reason="no working OpenCL device")
+
+
+@needs_opencl
+def test_a_gpu_that_does_not_exist_is_one_paragraph(workdir, capsys, monkeypatch):
+    monkeypatch.delenv("MINICAFFE_DEVICE", raising=False)
+    for verb in (["train", "--solver", "solver.prototxt"], ["time", "--model", "net.prototxt"],
+                 ["device_query"]):
+        code, err = run(capsys, *verb, "--gpu", "42")
+        assert_one_paragraph_error(code, err, "OpenCL device '42' does not exist", "Devices found:")
+
+
+@needs_opencl
+def test_device_query_prints_the_device(capsys):
+    from minicaffe import opencl
+    assert cli.main(["device_query"]) == 0
+    out = capsys.readouterr().out
+    assert out.strip() == opencl.device_query().strip()
+    assert "Name:" in out and opencl.device().device.name in out
+    assert cli.main(["device_query", "--gpu", "0"]) == 0 and "Device id:           0" in capsys.readouterr().out
+
+
+LAYER_LINE = r"\] +(\S+)\t(forward|backward): (\S+) ms\.$"
+
+
+def time_report(err):
+    import re
+    per_layer = [re.search(LAYER_LINE, line) for line in err.splitlines()]
+    per_layer = [(m[1], m[2], float(m[3])) for m in per_layer if m]
+    totals = {}
+    for key in ("Average Forward pass", "Average Backward pass", "Average Forward-Backward", "Total Time"):
+        lines = [line for line in err.splitlines() if f"] {key}: " in line]
+        assert len(lines) == 1 and lines[0].endswith(" ms."), key
+        totals[key] = float(lines[0].split(f"{key}: ")[1][:-len(" ms.")])
+    return per_layer, totals
+
+
+@pytest.mark.parametrize("engine", ["cpu", "gpu"])
+def test_time_reports_every_layer_like_caffe(workdir, capsys, engine, monkeypatch):
+    argv = ["time", "--model", "net.prototxt", "--iterations", "3"]
+    if engine == "gpu":
+        if not opencl_works():
+            pytest.skip("no working OpenCL device")
+        from minicaffe.layer import layer_registry
+        if not layer_registry()["InnerProduct"].has_gpu() or not layer_registry()["EuclideanLoss"].has_gpu():
+            pytest.skip("InnerProduct / EuclideanLoss have no OpenCL kernel yet")
+        argv += ["--gpu", "0"]
+    code, err = run(capsys, *argv)
+    assert code == 0, err
+    assert ("Use GPU with device ID 0" if engine == "gpu" else "Use CPU.") in err
+    assert "Initial loss: " in err and "Testing for 3 iterations." in err
+    assert sum("forward-backward time:" in line for line in err.splitlines()) == 3
+    per_layer, totals = time_report(err)
+    # Caffe's order: each layer's forward line, then its backward line, layers in net order.
+    assert [(name, kind) for name, kind, _ in per_layer] == [
+        ("data", "forward"), ("data", "backward"), ("ip", "forward"), ("ip", "backward"),
+        ("loss", "forward"), ("loss", "backward")]
+    assert "Average time per layer: " in err and err.rstrip().endswith("*** Benchmark ends ***")
+    assert all(ms >= 0 for _, _, ms in per_layer)
+    forward = sum(ms for _, kind, ms in per_layer if kind == "forward")
+    backward = sum(ms for _, kind, ms in per_layer if kind == "backward")
+    # The layers' times add up to (at most) the pass times, which add up to the whole.
+    assert forward <= totals["Average Forward pass"] * 1.001 + 1e-3
+    assert backward <= totals["Average Backward pass"] * 1.001 + 1e-3
+    assert totals["Average Forward pass"] + totals["Average Backward pass"] <= \
+        totals["Average Forward-Backward"] * 1.001 + 1e-3
+    assert totals["Total Time"] == pytest.approx(3 * totals["Average Forward-Backward"], rel=1e-3)
+
+
+def test_time_takes_the_phase_and_checks_its_flags(workdir, capsys):
+    (workdir / "phased.prototxt").write_text(net_text(data=SequenceDataLayer.type).replace(
+        'layer { name: "loss"', 'layer { name: "loss" include { phase: TRAIN }'))
+    code, err = run(capsys, "time", "--model", "phased.prototxt", "--iterations", "1", "--phase", "TEST")
+    assert code == 0
+    names = [name for name, _, _ in time_report(err)[0]]
+    assert names == ["data", "data", "ip", "ip"]  # the TRAIN-only loss layer is gone
+    assert_one_paragraph_error(*run(capsys, "time"), "Need a model definition to time")
+    assert_one_paragraph_error(*run(capsys, "time", "--model", "net.prototxt", "--iterations", "0"),
+                               "--iterations must be at least 1")
 
 
 def test_mnist_verbs_call_the_io_module(workdir, capsys, monkeypatch):

@@ -1,5 +1,6 @@
 """Solver: lr policies, Caffe's update order, iter_size, clipping, snapshots, resume,
 signals, and logs that Caffe's parse_log.py / extract_seconds.py read."""
+import contextlib
 import datetime
 import io
 import logging
@@ -70,8 +71,61 @@ class SequenceDataLayer(Layer):
     forward_gpu, backward_gpu = forward_cpu, backward_cpu
 
 
-if SequenceDataLayer.type not in layer_registry():
-    register_layer(SequenceDataLayer)
+class LinearLossLayer(Layer):
+    """E = |x W^T + b - y|^2 / 2B, with W and b learnable; host arithmetic in both modes."""
+
+    type = "SolverTestLinearLoss"
+    exact_num_bottom_blobs = 2
+    exact_num_top_blobs = 1
+    default_loss_weight = 1.0
+
+    def layer_setup(self, bottom, top):
+        from minicaffe.blob import Blob
+        out = self.layer_param.inner_product_param.num_output
+        self.blobs = [Blob(out, bottom[0].shape[1]), Blob(out)]
+        self.blobs[0].mutable_cpu_data()[...] = common.rng().normal(0, 0.5, self.blobs[0].shape)
+        self.blobs[1].mutable_cpu_data()[...] = 0.1
+        self.param_propagate_down = [True, True]
+
+    def reshape(self, bottom, top):
+        top[0].reshape(())
+
+    def forward_cpu(self, bottom, top):
+        x, y = bottom[0].cpu_data(), bottom[1].cpu_data()
+        W, b = self.blobs[0].cpu_data(), self.blobs[1].cpu_data()
+        self.residual = x @ W.T + b - y
+        top[0].mutable_cpu_data()[...] = np.sum(np.square(self.residual)) / (2 * len(x))
+
+    def backward_cpu(self, top, propagate_down, bottom):
+        dp = self.residual * (top[0].cpu_diff() / len(self.residual))
+        self.blobs[0].mutable_cpu_diff()[...] += dp.T @ bottom[0].cpu_data()
+        self.blobs[1].mutable_cpu_diff()[...] += dp.sum(0)
+
+    forward_gpu, backward_gpu = forward_cpu, backward_cpu
+
+
+@contextlib.contextmanager
+def registered_test_layers():
+    """Register this file's stand-in layers for the duration of a test module.
+
+    The layer registry is global and tests/test_layout.py checks every registered type
+    for an OpenCL twin, so they are removed again afterwards.
+    """
+    from minicaffe import layer as layer_module
+    added = [cls for cls in (SequenceDataLayer, LinearLossLayer) if cls.type not in layer_registry()]
+    for cls in added:
+        register_layer(cls)
+    try:
+        yield
+    finally:
+        for cls in added:
+            layer_module._REGISTRY.pop(cls.type, None)
+
+
+@pytest.fixture(scope="module", autouse=True)
+def stand_in_layers():
+    with registered_test_layers():
+        yield
 
 
 def net_text(batch=4, dim=3, out=2, data="Input", lr_mult=(1, 2), decay_mult=(1, 0), name="tiny"):
@@ -94,6 +148,14 @@ def keep_engine():
     old = common.mode()
     yield
     common.set_mode(old)
+
+
+def opencl_works() -> bool:
+    from minicaffe import opencl
+    return opencl.available()
+
+
+needs_opencl = pytest.mark.skipif("not opencl_works()", reason="no working OpenCL device")
 
 
 def solver_mode_for(mode) -> str:
@@ -519,24 +581,138 @@ def test_sighup_snapshots_and_continues(tmp_path):
 
 def test_gpu_solver_mode_without_opencl_warns_and_runs_on_numpy(monkeypatch, capsys):
     import minicaffe.solver as solver_module
-    monkeypatch.setattr(solver_module, "opencl_available", lambda: False)
+    monkeypatch.setattr(solver_module, "opencl_problem", lambda: "no OpenCL platform found\n(ICD)")
     p = solver_param("")
     p.solver_mode = caffe_pb2.SolverParameter.GPU
     SGDSolver(p).step(1)
     assert common.mode() == common.CPU
     warnings = [line for line in capsys.readouterr().err.splitlines() if line.startswith("W")]
     assert len(warnings) == 1 and "running on the CPU" in warnings[0]
+    assert "no OpenCL platform found (ICD)" in warnings[0]  # the reason, on the same line
+
+
+def test_a_required_device_without_opencl_is_an_error(monkeypatch):
+    import minicaffe.solver as solver_module
+    monkeypatch.setattr(solver_module, "opencl_problem", lambda: "no OpenCL platform found")
+    with pytest.raises(MinicaffeError, match="GPU device 1 was asked for.*no OpenCL platform found"):
+        select_mode(True, 1, required=True)
+    p = solver_param("")
+    p.solver_mode = caffe_pb2.SolverParameter.GPU
+    with pytest.raises(MinicaffeError, match="GPU device 0 was asked for"):
+        SGDSolver(p, require_device=True)
 
 
 def test_select_mode_uses_the_device_when_opencl_works(monkeypatch):
     import minicaffe.solver as solver_module
-    monkeypatch.setattr(solver_module, "opencl_available", lambda: True)
+    monkeypatch.setattr(solver_module, "opencl_problem", lambda: "")
     old_mode, old_device = common.mode(), common.device_id()
     try:
         assert select_mode(True, 3) == common.GPU and common.device_id() == 3
+        assert select_mode(False, 3) == common.CPU
     finally:
         common.set_mode(old_mode)
         common.set_device(old_device)
+
+
+@needs_opencl
+def test_a_device_that_does_not_exist_is_an_error_listing_the_devices(monkeypatch):
+    from minicaffe import opencl
+    monkeypatch.delenv("MINICAFFE_DEVICE", raising=False)
+    old_device = common.device_id()
+    try:
+        for required in (False, True):  # a typo in device_id is never silently ignored
+            with pytest.raises(MinicaffeError, match="OpenCL device '99' does not exist") as error:
+                select_mode(True, 99, required=required)
+            assert common.device_id() == old_device  # the setting is left as it was
+            assert opencl.device().device.name in str(error.value)
+    finally:
+        common.set_device(old_device)
+
+
+# ---------------------------------------------------------------- the update on the device
+#
+# The OpenCL update kernels (opencl/sgd.cl, nesterov.cl, adam.cl) against the numpy
+# update, on a net whose one layer computes on the host in both modes (like the data
+# layer): the parameters, diffs and history still live on the device in GPU mode, so
+# every ApplyUpdate step runs there. Independent of which layers have kernels.
+
+def linear_net(lr_mult=(1, 2), decay_mult=(1, 0.5)):
+    return f"""
+name: "linear"
+layer {{ name: "data" type: "{SequenceDataLayer.type}" top: "x" top: "y"
+        input_param {{ shape {{ dim: 4 dim: 3 }} shape {{ dim: 4 dim: 2 }} }} }}
+layer {{ name: "fit" type: "{LinearLossLayer.type}" bottom: "x" bottom: "y" top: "loss"
+        param {{ lr_mult: {lr_mult[0]} decay_mult: {decay_mult[0]} }}
+        param {{ lr_mult: {lr_mult[1]} decay_mult: {decay_mult[1]} }}
+        inner_product_param {{ num_output: 2 }} }}
+"""
+
+
+def needs_device():
+    from minicaffe import opencl
+    if not opencl.available():
+        pytest.skip(f"no working OpenCL device: {opencl.why_unavailable()}")
+
+
+UPDATE_SETTINGS = [
+    'momentum: 0.9 weight_decay: 0.01 lr_policy: "multistep" gamma: 0.5 stepvalue: 2',
+    'momentum: 0.8 weight_decay: 0.02 regularization_type: "L1" clip_gradients: 0.05 iter_size: 2',
+    'type: "Nesterov" momentum: 0.9 weight_decay: 0.01 clip_gradients: 0.1',
+    'type: "Adam" base_lr: 0.05 momentum: 0.9 momentum2: 0.99 weight_decay: 0.01',
+]
+
+
+def linear_solver(extra, mode_name, prefix=None):
+    snap = f' snapshot_prefix: "{prefix}"' if prefix else ""
+    text = (f"net_param {{ {linear_net()} }}\n"
+            f'base_lr: 0.1 lr_policy: "fixed" max_iter: 6 display: 0 solver_mode: {mode_name} '
+            f"random_seed: 7 snapshot_after_train: false {extra}{snap}")
+    return get_solver(text_format.Merge(text, caffe_pb2.SolverParameter()))
+
+
+@pytest.mark.parametrize("extra", UPDATE_SETTINGS)
+def test_device_update_matches_numpy(extra):
+    needs_device()
+    results = {}
+    for mode_name in ("CPU", "GPU"):
+        solver = linear_solver(extra, mode_name)
+        assert common.mode() == mode_name.lower()
+        solver.step(4)
+        results[mode_name] = ([p.cpu_data().copy() for p in solver.net.learnable_params],
+                              [h.cpu_data().copy() for h in solver.history])
+    (w_cpu, h_cpu), (w_gpu, h_gpu) = results["CPU"], results["GPU"]
+    assert len(h_gpu) == len(h_cpu)
+    for a, b in zip(w_gpu + h_gpu, w_cpu + h_cpu):
+        np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-7)
+
+
+def test_device_clipping_logs_the_norm(capsys):
+    needs_device()
+    norms = []
+    for mode_name in ("CPU", "GPU"):
+        linear_solver('clip_gradients: 0.01 display: 1', mode_name).step(1)
+        line = re.search(r"L2 norm (\S+) > 0.01\) by scale factor (\S+)", capsys.readouterr().err)
+        assert line, mode_name
+        norms.append(float(line[1]))
+    assert norms[1] == pytest.approx(norms[0], rel=1e-5)
+
+
+@pytest.mark.parametrize("extra", [UPDATE_SETTINGS[0], UPDATE_SETTINGS[3]])
+@pytest.mark.parametrize("first, second", [("CPU", "GPU"), ("GPU", "CPU")])
+def test_a_solverstate_from_one_engine_resumes_on_the_other(tmp_path, extra, first, second):
+    needs_device()
+    straight = linear_solver(extra, first, tmp_path / "a")
+    straight.step(3)
+    straight.snapshot()
+    straight.step(3)
+    resumed = linear_solver(extra, second, tmp_path / "b")
+    assert common.mode() == second.lower()
+    resumed.restore(tmp_path / "a_iter_3.solverstate")
+    resumed.step(3)
+    assert resumed.iter == straight.iter == 6 and resumed.current_step == straight.current_step
+    for a, b in zip(resumed.net.learnable_params + resumed.history,
+                    straight.net.learnable_params + straight.history):
+        np.testing.assert_allclose(a.cpu_data(), b.cpu_data(), rtol=1e-5, atol=1e-7)
 
 
 # ---------------------------------------------------------------- logs that Caffe's tools parse

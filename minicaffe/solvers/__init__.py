@@ -34,7 +34,7 @@ def get_solver(param_or_path, source: str | None = None, **kwargs) -> Solver:
         hint = f" Did you mean {', '.join(repr(c) for c in close)}?" if close else ""
         raise MinicaffeError(f"{source or 'the SolverParameter'}: unknown solver type {param.type!r}."
                              f"{hint} Known types: {', '.join(sorted(registry))}.")
-    return cls(param, source)
+    return cls(param, source, **kwargs)
 
 
 __all__ = ["AdamSolver", "NesterovSolver", "SGDSolver", "Solver", "get_solver", "register_solver",

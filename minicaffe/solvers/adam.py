@@ -9,7 +9,7 @@ $$ \Delta w = \eta\,\mathrm{lr\_mult}\, \frac{\sqrt{1-\beta_2^t}}{1-\beta_1^t}\,
 
 The bias correction is folded into the rate, as in Caffe (so $\epsilon$ is added to the
 uncorrected $\sqrt{v_t}$). The history holds every $m$ first, then every $v$, which is
-the order a Caffe `.solverstate` stores them in.
+the order a Caffe `.solverstate` stores them in. Device twin: `opencl/adam.cl`.
 """
 from __future__ import annotations
 
@@ -17,9 +17,10 @@ import math
 
 import numpy as np
 
+from minicaffe import opencl
 from minicaffe.blob import Blob
 from minicaffe.solver import register_solver
-from minicaffe.solvers.sgd import SGDSolver
+from minicaffe.solvers.sgd import SGDSolver, on_device
 
 
 @register_solver
@@ -35,14 +36,18 @@ class AdamSolver(SGDSolver):
 
     def compute_update_value(self, param_id: int, rate: float) -> None:
         n = len(self.net.learnable_params)
-        p = self.net.learnable_params[param_id]
-        m = self.history[param_id].mutable_cpu_data()
-        v = self.history[param_id + n].mutable_cpu_data()
+        p, m, v = self.net.learnable_params[param_id], self.history[param_id], self.history[param_id + n]
         beta1, beta2 = np.float32(self.param.momentum), np.float32(self.param.momentum2)
+        eps = np.float32(self.param.delta)
         t = self.iter + 1
         correction = math.sqrt(1.0 - float(beta2) ** t) / (1.0 - float(beta1) ** t)
         local_rate = np.float32(rate * self.net.params_lr[param_id] * correction)
-        g = p.cpu_diff()
+        if on_device():
+            opencl.kernel("adam.cl", "adam_update")(
+                p.count, p.mutable_gpu_diff(), m.mutable_gpu_data(), v.mutable_gpu_data(),
+                beta1, beta2, eps, local_rate)
+            return
+        g, m, v = p.cpu_diff(), m.mutable_cpu_data(), v.mutable_cpu_data()
         m[...] = (1 - beta1) * g + beta1 * m
         v[...] = (1 - beta2) * np.square(g) + beta2 * v
-        p.mutable_cpu_diff()[...] = local_rate * (m / (np.sqrt(v) + np.float32(self.param.delta)))
+        p.mutable_cpu_diff()[...] = local_rate * (m / (np.sqrt(v) + eps))

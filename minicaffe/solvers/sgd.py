@@ -12,8 +12,14 @@ accumulated `iter_size` forward/backward passes, `apply_update` does, in Caffe's
 $v$ is the *history*, one blob per parameter; it is what a `.solverstate` stores.
 Subclasses (Nesterov, Adam) change only step 4, `compute_update_value`.
 
-The arithmetic runs on the host arrays: in GPU mode `cpu_diff()` fetches the device
-values first, so the result is the same, only slower.
+Each step has a numpy body and an OpenCL body, chosen by the mode as in Caffe's
+`switch (Caffe::mode())`. In GPU mode every step runs on the device buffers of the
+parameters and of the history (which lives on the device too), so training copies
+nothing between host and device but the input batch and the scalar loss. The
+device twin of this module is `opencl/sgd.cl`; the other steps reuse `opencl/math.cl`.
+A `.solverstate` is the same file from either engine: snapshots read the device
+values back (`cpu_data()` syncs), and a restore writes the host copy, which the
+next device read copies over.
 """
 from __future__ import annotations
 
@@ -21,13 +27,26 @@ import logging
 
 import numpy as np
 
-from minicaffe import protoio
+from minicaffe import common, opencl, protoio
 from minicaffe.blob import Blob
 from minicaffe.common import MinicaffeError
 from minicaffe.proto import caffe_pb2
 from minicaffe.solver import Solver, fmt, learning_rate, register_solver
 
 logger = logging.getLogger(__name__)
+
+
+def on_device() -> bool:
+    """True in GPU mode: the update runs as OpenCL kernels on the device buffers."""
+    return common.mode() == common.GPU
+
+
+def scale_diff(blob: Blob, scale: float) -> None:
+    """diff *= scale, on whichever side the mode computes (Caffe's Blob::scale_diff)."""
+    if on_device():
+        opencl.scal(blob.count, scale, blob.mutable_gpu_diff())
+    else:
+        blob.mutable_cpu_diff()[...] *= np.float32(scale)
 
 
 @register_solver
@@ -66,37 +85,50 @@ class SGDSolver(Solver):
         if clip < 0:
             return
         params = self.net.learnable_params
-        l2norm = float(np.sqrt(sum(np.sum(np.square(p.cpu_diff(), dtype=np.float64)) for p in params)))
+        if on_device():  # one reduction per parameter; only the scalar comes back
+            sumsq = sum(opencl.sumsq(p.count, p.gpu_diff()) for p in params)
+        else:
+            sumsq = sum(float(np.sum(np.square(p.cpu_diff(), dtype=np.float64))) for p in params)
+        l2norm = float(np.sqrt(sumsq))
         if l2norm > clip:
             scale = clip / l2norm
             logger.info("Gradient clipping: scaling down gradients (L2 norm %s > %s) by scale factor %s",
                         fmt(l2norm), fmt(clip), fmt(scale))
             for p in params:
-                p.mutable_cpu_diff()[...] *= np.float32(scale)
+                scale_diff(p, scale)
 
     def normalize(self, param_id: int) -> None:
         # The layers summed iter_size gradients; make it their mean.
         if self.param.iter_size > 1:
-            self.net.learnable_params[param_id].mutable_cpu_diff()[...] *= np.float32(1.0 / self.param.iter_size)
+            scale_diff(self.net.learnable_params[param_id], 1.0 / self.param.iter_size)
 
     def regularize(self, param_id: int) -> None:
         local_decay = self.param.weight_decay * self.net.params_weight_decay[param_id]
         if not local_decay:
             return
-        p = self.net.learnable_params[param_id]
+        p, kind = self.net.learnable_params[param_id], self.param.regularization_type
+        if kind not in ("L2", "L1"):
+            raise MinicaffeError(f"unknown regularization_type {kind!r}")
+        if on_device():
+            if kind == "L2":  # g += decay w
+                opencl.axpy(p.count, local_decay, p.gpu_data(), p.mutable_gpu_diff())
+            else:  # g += decay sign(w)
+                opencl.kernel("sgd.cl", "sgd_l1_regularize")(
+                    p.count, np.float32(local_decay), p.gpu_data(), p.mutable_gpu_diff())
+            return
         w = p.cpu_data()
-        if self.param.regularization_type == "L2":
-            p.mutable_cpu_diff()[...] += np.float32(local_decay) * w
-        elif self.param.regularization_type == "L1":
-            p.mutable_cpu_diff()[...] += np.float32(local_decay) * np.sign(w)
-        else:
-            raise MinicaffeError(f"unknown regularization_type {self.param.regularization_type!r}")
+        p.mutable_cpu_diff()[...] += np.float32(local_decay) * (w if kind == "L2" else np.sign(w))
 
     def compute_update_value(self, param_id: int, rate: float) -> None:
-        p, h = self.net.learnable_params[param_id], self.history[param_id].mutable_cpu_data()
+        p, h = self.net.learnable_params[param_id], self.history[param_id]
         local_rate = np.float32(rate * self.net.params_lr[param_id])
-        h[...] = local_rate * p.cpu_diff() + np.float32(self.param.momentum) * h
-        p.mutable_cpu_diff()[...] = h
+        momentum = np.float32(self.param.momentum)
+        if on_device():
+            opencl.kernel("sgd.cl", "sgd_update")(
+                p.count, p.mutable_gpu_diff(), h.mutable_gpu_data(), momentum, local_rate)
+            return
+        h.mutable_cpu_data()[...] = local_rate * p.cpu_diff() + momentum * h.cpu_data()
+        p.mutable_cpu_diff()[...] = h.cpu_data()
 
     # ---- solver state
     def snapshot_solver_state(self, model_filename: str) -> None:

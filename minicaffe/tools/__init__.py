@@ -1,0 +1,1 @@
+"""The bodies of the `minicaffe` command's longer verbs (Caffe's tools/ folder)."""
