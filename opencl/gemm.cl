@@ -151,3 +151,115 @@ void gemm_blocked(const int M, const int N, const int K, const Dtype alpha,
     }
   }
 }
+
+// ---- Kernels for CPU devices (PoCL): vectors instead of local-memory tiles.
+//
+// On a CPU an OpenCL work-group runs as a loop over its work-items, local memory is
+// ordinary cache and a barrier ends one loop and starts the next, so the tiled
+// kernels above mostly pay for their barriers. What a CPU needs is SIMD: explicit
+// vector types (floatVW), which PoCL maps onto AVX registers, and enough work per
+// work-item to hide the loop. Two kernels cover the products the layers use; the
+// host (opencl.gemm) picks them on CPU devices and falls back to gemm_tiled or
+// gemm_blocked for the shapes they do not fit (a transposed B with a transposed A).
+
+// VW: vector width (values per vector load); RM: rows of C per work-item (gemm_strips);
+// RD: rows and columns of C per work-item (gemm_dots).
+#ifndef VW
+#define VW 16
+#endif
+#ifndef RM
+#define RM 8
+#endif
+#ifndef RD
+#define RD 4
+#endif
+#define CONCAT_(a, b) a##b
+#define CONCAT(a, b) CONCAT_(a, b)
+#define DtypeV CONCAT(DTYPE, VW)  // floatVW: the vector type
+#define VLOAD CONCAT(vload, VW)
+#define VSTORE CONCAT(vstore, VW)
+
+// gemm_strips: op(B) is B as stored (K x N, rows along j). A work-item owns a strip of
+// C: RM rows by VW consecutive columns. For each k it loads VW values of row k of B as
+// one vector and adds op(A)(i, k) times that vector into each row's accumulator: an
+// outer product, RM vector multiply-adds per vector load, with no reduction at the end.
+// op(A) may be transposed: its element (i, k) is A[i si + k sk] with strides set once.
+// Ragged edges: rows past M read row M - 1 (harmless) and are not stored; a strip
+// that would run past column N is done one column at a time.
+__kernel void gemm_strips(const int M, const int N, const int K, const Dtype alpha,
+                          __global const Dtype* A, const int a_offset, const int trans_a,
+                          __global const Dtype* B, const int b_offset,
+                          const Dtype beta, __global Dtype* C, const int c_offset) {
+  const int j = get_global_id(0) * VW, i0 = get_global_id(1) * RM;
+  if (j >= N || i0 >= M) return;
+  const int si = trans_a ? 1 : K, sk = trans_a ? M : 1;
+  __global const Dtype* a[RM];
+  for (int r = 0; r < RM; ++r) a[r] = A + a_offset + min(i0 + r, M - 1) * si;
+  __global const Dtype* b = B + b_offset + j;
+  __global Dtype* c = C + c_offset + i0 * N + j;
+  const int rows = min(RM, M - i0);
+  if (j + VW <= N) {
+    DtypeV acc[RM];
+    for (int r = 0; r < RM; ++r) acc[r] = 0;
+    for (int k = 0; k < K; ++k) {
+      const DtypeV b_k = VLOAD(0, b + k * N);
+      for (int r = 0; r < RM; ++r) acc[r] += a[r][k * sk] * b_k;
+    }
+    for (int r = 0; r < rows; ++r) {
+      const DtypeV out = beta == 0 ? alpha * acc[r] : alpha * acc[r] + beta * VLOAD(0, c + r * N);
+      VSTORE(out, 0, c + r * N);
+    }
+  } else {
+    for (int jj = 0; jj < N - j; ++jj) {
+      for (int r = 0; r < rows; ++r) {
+        Dtype acc = 0;
+        for (int k = 0; k < K; ++k) acc += a[r][k * sk] * b[k * N + jj];
+        __global Dtype* out = c + r * N + jj;
+        *out = beta == 0 ? alpha * acc : alpha * acc + beta * *out;
+      }
+    }
+  }
+}
+
+// gemm_dots: op(B) is the transpose of B as stored (N x K), A as stored (M x K), so
+// both run along k: every element of C is a dot product of two contiguous rows. A
+// work-item owns an RD x RD block of C; it loads VW values of each of its RD rows of
+// A and RD rows of B and multiplies every pair lane by lane (RD^2 vector
+// multiply-adds per 2 RD loads), then adds up each accumulator's lanes at the end.
+// The K % VW values left over are added one by one. Edges as in gemm_strips.
+__kernel void gemm_dots(const int M, const int N, const int K, const Dtype alpha,
+                        __global const Dtype* A, const int a_offset,
+                        __global const Dtype* B, const int b_offset,
+                        const Dtype beta, __global Dtype* C, const int c_offset) {
+  const int j0 = get_global_id(0) * RD, i0 = get_global_id(1) * RD;
+  if (j0 >= N || i0 >= M) return;
+  __global const Dtype* a[RD];
+  __global const Dtype* b[RD];
+  for (int r = 0; r < RD; ++r) {
+    a[r] = A + a_offset + min(i0 + r, M - 1) * K;
+    b[r] = B + b_offset + min(j0 + r, N - 1) * K;
+  }
+  DtypeV acc[RD][RD];
+  for (int r = 0; r < RD; ++r)
+    for (int s = 0; s < RD; ++s) acc[r][s] = 0;
+  int k = 0;
+  for (; k + VW <= K; k += VW) {
+    DtypeV b_k[RD];
+    for (int s = 0; s < RD; ++s) b_k[s] = VLOAD(0, b[s] + k);
+    for (int r = 0; r < RD; ++r) {
+      const DtypeV a_k = VLOAD(0, a[r] + k);
+      for (int s = 0; s < RD; ++s) acc[r][s] += a_k * b_k[s];
+    }
+  }
+  for (int r = 0; r < min(RD, M - i0); ++r) {
+    for (int s = 0; s < min(RD, N - j0); ++s) {
+      Dtype lanes[VW];
+      VSTORE(acc[r][s], 0, (Dtype*)lanes);
+      Dtype sum = 0;
+      for (int v = 0; v < VW; ++v) sum += lanes[v];
+      for (int kk = k; kk < K; ++kk) sum += a[r][kk] * b[s][kk];
+      __global Dtype* out = C + c_offset + (i0 + r) * N + j0 + s;
+      *out = beta == 0 ? alpha * sum : alpha * sum + beta * *out;
+    }
+  }
+}

@@ -38,6 +38,17 @@ rebuilds them, trading time for memory).
 
 Multiple bottoms give as many tops, all convolved with the same weights.
 
+Device twin: `opencl/convolution.cl`, with the GEMMs of `opencl/gemm.cl` and the columns
+of `opencl/im2col.cl` (`im2col_nd` for other than 2 spatial axes or `force_nd_im2col`).
+The device puts a whole batch's columns side by side, $(C\prod k) \times (N \prod O)$
+(image-major, see `im2col.cl`), so each product is one large GEMM per group, as fast as
+the device gets (small per-image GEMMs leave a CPU device mostly idle). The result,
+$(K, N, \prod O)$, is moved into the top $(N, K, \prod O)$ adding the bias; backward
+moves the top diff the other way. The bias gradient is a product with a vector of ones
+(Caffe's bias_multiplier). Backward reuses forward's columns, as on the host; a batch
+whose columns would pass `DEVICE_COL_LIMIT` values is done a few images at a time, and
+its columns are then rebuilt in backward, as Caffe always does.
+
     layer {
       name: "conv1" type: "Convolution" bottom: "data" top: "conv1"
       param { lr_mult: 1 } param { lr_mult: 2 }
@@ -50,9 +61,11 @@ Multiple bottoms give as many tops, all convolved with the same weights.
 from __future__ import annotations
 
 from math import prod
+from types import SimpleNamespace
 
 import numpy as np
 
+from minicaffe import opencl
 from minicaffe.blob import Blob
 from minicaffe.common import MinicaffeError
 from minicaffe.filler import fill
@@ -195,6 +208,7 @@ class ConvolutionLayer(Layer):
         else:
             self._weight_diff_batch = np.empty(
                 (self.num, self.num_output, rows // self.group), dtype=np.float32)
+        self._device = None  # the device's buffers, made by the first GPU pass
         self._geometry = x.shape
 
     # ---- forward / backward
@@ -277,3 +291,100 @@ class ConvolutionLayer(Layer):
         if self._col_buffers[i] is None:
             self._col_buffers[i] = np.empty(self._col_diff.size, dtype=np.float32)
         return self._col_buffers[i]
+
+    # ---- device: whole chunks of the batch per GEMM (see the module docstring)
+    DEVICE_COL_LIMIT = 1 << 24  # values in one device column buffer (64 MiB)
+
+    def _device_buffers(self) -> SimpleNamespace:
+        """Column, product and ones buffers for this shape: made once per reshape."""
+        if self._device is None:
+            rows, plane = self.channels * prod(self.kernel), prod(self.out_spatial)
+            chunk = max(1, min(self.num, self.DEVICE_COL_LIMIT // (rows * plane)))
+            ones = opencl.allocate(chunk * plane)
+            opencl.fill(ones, chunk * plane, 1.0)
+            nd = self.num_spatial_axes != 2 or self.layer_param.convolution_param.force_nd_im2col
+            self._device = SimpleNamespace(
+                chunk=chunk, ones=ones,
+                cols=[],  # per bottom: its columns (C∏k, chunk·∏O), kept for backward
+                col_diff=opencl.allocate(rows * chunk * plane),
+                out=opencl.allocate(self.num_output * chunk * plane),  # (K, chunk·∏O)
+                geometry=opencl.ConvGeometry(self.spatial, *self._geometry_args()) if nd else None)
+        return self._device
+
+    def _device_col(self, i: int):
+        cols, size = self._device.cols, self.channels * prod(self.kernel) * self._device.chunk
+        while len(cols) <= i:
+            cols.append(opencl.allocate(size * prod(self.out_spatial)))
+        return cols[i]
+
+    def _chunks(self):
+        """(first image, number of images) of each pass over the batch."""
+        chunk = self._device.chunk
+        return [(n0, min(chunk, self.num - n0)) for n0 in range(0, self.num, chunk)]
+
+    def _im2col_gpu(self, x, image: int, m: int, col) -> None:
+        offset = image * self.channels * prod(self.spatial)
+        if self._device.geometry is not None:
+            opencl.im2col_nd(x, m, self.channels, self._device.geometry, col, im_offset=offset)
+        else:
+            opencl.im2col(x, self.channels, *self.spatial, *self.kernel, *self.pad, *self.stride,
+                          *self.dilation, col, im_offset=offset, num=m)
+
+    def _col2im_gpu(self, col, image: int, m: int, dx) -> None:
+        offset = image * self.channels * prod(self.spatial)
+        if self._device.geometry is not None:
+            opencl.col2im_nd(col, m, self.channels, self._device.geometry, dx, im_offset=offset)
+        else:
+            opencl.col2im(col, self.channels, *self.spatial, *self.kernel, *self.pad,
+                          *self.stride, *self.dilation, dx, im_offset=offset, num=m)
+
+    def forward_gpu(self, bottom, top):
+        buf = self._device_buffers()
+        G, K, plane = self.group, self.num_output, prod(self.out_spatial)
+        rows = self.channels * prod(self.kernel) // G  # of one group's weights and columns
+        weight = self.blobs[0].gpu_data()
+        bias = self.blobs[1].gpu_data() if self.bias_term else weight
+        for i, (b, t) in enumerate(zip(bottom, top)):
+            x, y, col = b.gpu_data(), t.mutable_gpu_data(), self._device_col(i)
+            for n0, m in self._chunks():
+                cols = m * plane
+                self._im2col_gpu(x, n0, m, col)
+                for g in range(G):  # (K/G, C/G∏k) · (C/G∏k, m∏O), all m images at once
+                    opencl.gemm(False, False, K // G, cols, rows, 1.0, weight, col, 0.0,
+                                buf.out, g * K // G * rows, g * rows * cols, g * K // G * cols)
+                opencl.kernel("convolution.cl", "conv_to_images")(
+                    m * K, buf.out, np.int32(K), np.int32(plane), bias,
+                    np.int32(self.bias_term), y, np.int32(n0 * K * plane))
+
+    def backward_gpu(self, top, propagate_down, bottom):
+        buf = self._device_buffers()
+        G, K, plane = self.group, self.num_output, prod(self.out_spatial)
+        rows = self.channels * prod(self.kernel) // G
+        weight = self.blobs[0].gpu_data()
+        want_bias = self.bias_term and self.param_propagate(1)
+        chunks = self._chunks()
+        for i, (b, t) in enumerate(zip(bottom, top)):
+            want_weight, want_bottom = self.param_propagate(0), propagate_down[i]
+            if not (want_bias or want_weight or want_bottom):
+                continue
+            dy, col = t.gpu_diff(), self._device_col(i)
+            for n0, m in chunks:
+                cols = m * plane
+                opencl.kernel("convolution.cl", "conv_to_channels")(
+                    m * K, dy, np.int32(n0 * K * plane), np.int32(K), np.int32(plane), buf.out)
+                if want_bias:  # db += dY 1
+                    opencl.gemm(False, True, 1, K, cols, 1.0, buf.ones, buf.out, 1.0,
+                                self.blobs[1].mutable_gpu_diff())
+                if want_weight:  # dW += dY colᵀ
+                    if len(chunks) > 1:  # forward's columns are those of the last chunk only
+                        self._im2col_gpu(b.gpu_data(), n0, m, col)
+                    dw = self.blobs[0].mutable_gpu_diff()
+                    for g in range(G):
+                        opencl.gemm(False, True, K // G, rows, cols, 1.0, buf.out, col, 1.0,
+                                    dw, g * K // G * cols, g * rows * cols, g * K // G * rows)
+                if want_bottom:  # dx = col2im(Wᵀ dY)
+                    for g in range(G):
+                        opencl.gemm(True, False, rows, cols, K // G, 1.0, weight, buf.out, 0.0,
+                                    buf.col_diff, g * K // G * rows, g * K // G * cols,
+                                    g * rows * cols)
+                    self._col2im_gpu(buf.col_diff, n0, m, b.mutable_gpu_diff())

@@ -20,7 +20,10 @@ $$ \frac{\partial E}{\partial W} \mathrel{+}= \Big(\frac{\partial E}{\partial Y}
    \quad \Big(\text{transpose: } \frac{\partial E}{\partial Y} W^\top\Big) $$
 
 Each is one GEMM over the whole batch; numpy hands the transposed operands to BLAS as
-flags, without copying them.
+flags, without copying them, and the device GEMM (`opencl/gemm.cl`) takes the same flags.
+
+Device twin: `opencl/inner_product.cl` (the bias: added to every row forward, summed
+down the columns backward; the products are `opencl.gemm` calls).
 
     layer {
       name: "ip1" type: "InnerProduct" bottom: "pool2" top: "ip1"
@@ -35,6 +38,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from minicaffe import opencl
 from minicaffe.blob import Blob
 from minicaffe.common import MinicaffeError
 from minicaffe.filler import fill
@@ -115,3 +119,27 @@ class InnerProductLayer(Layer):
             w = self.blobs[0].cpu_data()
             dx = bottom[0].mutable_cpu_diff().reshape(self.M, self.K)
             np.matmul(dy, w.T if self.transpose else w, out=dx)
+
+    def forward_gpu(self, bottom, top):
+        M, N, K = self.M, self.num_output, self.K
+        x, w, y = bottom[0].gpu_data(), self.blobs[0].gpu_data(), top[0].mutable_gpu_data()
+        opencl.gemm(False, not self.transpose, M, N, K, 1.0, x, w, 0.0, y)  # Y = X Wᵀ (or X W)
+        if self.bias_term:
+            opencl.kernel("inner_product.cl", "inner_product_bias_forward")(
+                M * N, self.blobs[1].gpu_data(), np.int32(N), y)
+
+    def backward_gpu(self, top, propagate_down, bottom):
+        M, N, K = self.M, self.num_output, self.K
+        dy = top[0].gpu_diff()
+        if self.param_propagate(0):
+            x, dw = bottom[0].gpu_data(), self.blobs[0].mutable_gpu_diff()
+            if self.transpose:  # dW (K x N) += Xᵀ dY
+                opencl.gemm(True, False, K, N, M, 1.0, x, dy, 1.0, dw)
+            else:               # dW (N x K) += dYᵀ X
+                opencl.gemm(True, False, N, K, M, 1.0, dy, x, 1.0, dw)
+        if self.bias_term and self.param_propagate(1):
+            opencl.kernel("inner_product.cl", "inner_product_bias_backward")(
+                N, dy, np.int32(M), self.blobs[1].mutable_gpu_diff())
+        if propagate_down[0]:  # dX = dY op(W)ᵀ
+            w, dx = self.blobs[0].gpu_data(), bottom[0].mutable_gpu_diff()
+            opencl.gemm(False, self.transpose, M, K, N, 1.0, dy, w, 0.0, dx)

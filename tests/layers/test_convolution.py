@@ -1,5 +1,6 @@
 """Convolution: known answers, a plain-loop reference over drawn geometries, gradients
-(Caffe's checker: stepsize 1e-2, threshold 1e-3), shared weights, accumulation, bad input.
+(Caffe's checker: stepsize 1e-2, threshold 1e-3), shared weights, accumulation, the
+OpenCL twin against numpy, bad input.
 """
 import itertools
 
@@ -13,15 +14,10 @@ from minicaffe.blob import Blob
 from minicaffe.common import MinicaffeError
 from minicaffe.layer import create_layer
 from minicaffe.layers.convolution import ConvolutionLayer
+from minicaffe.syncedmem import SyncedMemory
 from minicaffe.testing import GradientChecker
+from minicaffe.testing.engines import compare_engines
 from tests.strategies import blob_from, layer_param
-
-
-@pytest.fixture(scope="module")
-def mode(mode):
-    if mode == common.GPU and not ConvolutionLayer.has_gpu():
-        pytest.skip("Convolution has no OpenCL implementation yet")
-    return mode
 
 
 def conv(**fields):
@@ -164,10 +160,15 @@ def test_both_layouts_match_reference(mode, batch_last):
 
 
 # ---- gradients, Caffe's settings
+# Smaller bottoms than LAYOUTS' that still pick each layout: the exhaustive check runs
+# two forwards per (top value, input value) pair.
+EXHAUSTIVE_SHAPES = {False: (2, 1, 5, 4), True: (2, 4, 2, 2)}
+
+
 @pytest.mark.parametrize("batch_last", [False, True])
 def test_gradient_exhaustive(mode, batch_last):
-    shape, fields = LAYOUTS[batch_last]
-    shape = (2, *shape[1:3], min(shape[3], 4))
+    _, fields = LAYOUTS[batch_last]
+    shape = EXHAUSTIVE_SHAPES[batch_last]
     bottom = blob_from(np.random.default_rng(5).uniform(-1, 1, shape))
     layer = conv(**fields)
     GradientChecker(1e-2, 1e-3).check_gradient_exhaustive(layer, [bottom], [Blob()])
@@ -253,6 +254,67 @@ def test_reshape_to_a_new_batch(mode):
     layer.forward([bottom], top)
     expected = reference_conv(x, layer.blobs[0].data, layer.blobs[1].data, (0, 0), (1, 1), (1, 1), 1)
     np.testing.assert_allclose(top[0].data, expected, rtol=1e-4, atol=1e-4)
+
+
+# ---- the OpenCL twin
+@pytest.fixture(scope="module")
+def gpu_only(mode):
+    """For the tests that compare both engines themselves: run once, under the gpu mode."""
+    if mode != common.GPU:
+        pytest.skip("compares both engines itself: runs once, under the gpu mode")
+
+
+@st.composite
+def engine_cases(draw):
+    """conv_cases(), with 2-D geometry sometimes in the _h/_w fields or forced through
+    the n-d kernels, and a propagate_down flag."""
+    shape, fields, _, seed = draw(conv_cases(max_axes=3, max_side=6))
+    if len(shape) == 4 and draw(st.booleans()):
+        for name in ("kernel", "pad", "stride"):
+            values = fields.pop("kernel_size" if name == "kernel" else name)
+            fields[f"{name}_h"], fields[f"{name}_w"] = values * (2 // len(values))
+    if len(shape) == 4:
+        fields["force_nd_im2col"] = draw(st.booleans())
+    return shape, fields, seed, draw(st.booleans())
+
+
+@given(engine_cases())
+def test_engines_agree(gpu_only, case):
+    shape, fields, seed, propagate = case
+    x = np.random.default_rng(seed).uniform(-1, 1, shape)
+    param = layer_param("Convolution", "conv", convolution_param={
+        **fields, "weight_filler": {"type": "gaussian"}, "bias_filler": {"type": "gaussian"}})
+    compare_engines(param, [x], propagate_down=[propagate])
+
+
+def test_engines_agree_two_bottoms_in_chunks(gpu_only, monkeypatch):
+    # A column buffer for only 2 of the 5 images: the device does the batch in chunks
+    # of 2, 2 and 1 images. Two bottoms share the weights; their gradients add up.
+    monkeypatch.setattr(ConvolutionLayer, "DEVICE_COL_LIMIT", 2 * 3 * 3 * 3 * 4 * 4)
+    rng = np.random.default_rng(11)
+    param = layer_param("Convolution", "conv", convolution_param={
+        "num_output": 4, "kernel_size": [3], "pad": [1], "group": 1,
+        "weight_filler": {"type": "gaussian"}, "bias_filler": {"type": "gaussian"}})
+    compare_engines(param, [rng.uniform(-1, 1, (5, 3, 4, 4)) for _ in range(2)], top_count=2)
+
+
+@pytest.mark.parametrize("nd", [False, True])
+def test_data_stays_on_the_device(gpu_only, nd):
+    # With the bottom data and the top diff only on the device (as between layers of a
+    # net), forward and backward copy nothing either way: a host read would be counted.
+    layer = conv(num_output=4, kernel_size=[3], pad=[1], stride=[2], group=2,
+                 force_nd_im2col=nd)
+    bottom = blob_from(np.random.default_rng(0).uniform(-1, 1, (3, 2, 7, 6)))
+    top = setup(layer, bottom)[0]
+    bottom.mutable_gpu_data()
+    top.mutable_gpu_diff()
+    for blob in layer.blobs:
+        blob.mutable_gpu_data()
+        blob.mutable_gpu_diff()
+    before = dict(SyncedMemory.transfers)
+    layer.forward([bottom], [top])
+    layer.backward([top], [True], [bottom])
+    assert SyncedMemory.transfers == before
 
 
 # ---- bad input

@@ -1,5 +1,6 @@
 """InnerProduct: a hand-computed product, axis and transpose, gradients (Caffe's checker:
-stepsize 1e-2, threshold 1e-3, exhaustive), accumulation, bad input.
+stepsize 1e-2, threshold 1e-3, exhaustive), accumulation, the OpenCL twin against numpy,
+bad input.
 """
 import numpy as np
 import pytest
@@ -10,16 +11,10 @@ from minicaffe import common
 from minicaffe.blob import Blob
 from minicaffe.common import MinicaffeError
 from minicaffe.layer import create_layer
-from minicaffe.layers.inner_product import InnerProductLayer
+from minicaffe.syncedmem import SyncedMemory
 from minicaffe.testing import GradientChecker
+from minicaffe.testing.engines import compare_engines
 from tests.strategies import blob_from, blobs, layer_param
-
-
-@pytest.fixture(scope="module")
-def mode(mode):
-    if mode == common.GPU and not InnerProductLayer.has_gpu():
-        pytest.skip("InnerProduct has no OpenCL implementation yet")
-    return mode
 
 
 def inner_product(**fields):
@@ -120,6 +115,53 @@ def test_default_fillers_and_float32(mode):
     assert top.data.dtype == np.float32 and not top.data.any()
 
 
+# ---- the OpenCL twin
+@pytest.fixture(scope="module")
+def gpu_only(mode):
+    """For the tests that compare both engines themselves: run once, under the gpu mode."""
+    if mode != common.GPU:
+        pytest.skip("compares both engines itself: runs once, under the gpu mode")
+
+
+@st.composite
+def engine_cases(draw):
+    """Shapes up to 4 axes of up to 6 and up to 24 outputs: large enough that every
+    GEMM kernel the device may pick (vector strips, dot products, tiles) gets used."""
+    shape = draw(st.lists(st.integers(1, 6), min_size=1, max_size=4).map(tuple))
+    fields = {"num_output": draw(st.integers(1, 24)),
+              "axis": draw(st.integers(-len(shape), len(shape) - 1)),
+              "transpose": draw(st.booleans()), "bias_term": draw(st.booleans()),
+              "weight_filler": {"type": "gaussian"}, "bias_filler": {"type": "gaussian"}}
+    return shape, fields, draw(st.booleans()), draw(st.integers(0, 2**31 - 1))
+
+
+@given(engine_cases())
+def test_engines_agree(gpu_only, case):
+    shape, fields, propagate, seed = case
+    x = np.random.default_rng(seed).uniform(-1, 1, shape)
+    compare_engines(layer_param("InnerProduct", "ip", inner_product_param=fields), [x],
+                    propagate_down=[propagate])
+
+
+@pytest.mark.parametrize("transpose", [False, True])
+def test_data_stays_on_the_device(gpu_only, transpose):
+    # With the bottom data and the top diff only on the device (as between layers of a
+    # net), forward and backward copy nothing either way: a host read would be counted.
+    layer = inner_product(num_output=20, transpose=transpose)
+    bottom, top = blob_from(np.random.default_rng(0).uniform(-1, 1, (5, 3, 6))), Blob()
+    layer.setup([bottom], [top])
+    bottom.mutable_gpu_data()
+    top.mutable_gpu_diff()
+    for blob in layer.blobs:
+        blob.mutable_gpu_data()
+        blob.mutable_gpu_diff()
+    before = dict(SyncedMemory.transfers)
+    layer.forward([bottom], [top])
+    layer.backward([top], [True], [bottom])
+    assert SyncedMemory.transfers == before
+
+
+# ---- bad input
 @pytest.mark.parametrize("fields, shape, message", [
     ({}, (2, 3), "num_output must be specified"),
     ({"num_output": 2, "axis": 3}, (2, 3), "axis 3 out of range"),
