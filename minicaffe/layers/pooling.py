@@ -45,7 +45,6 @@ pooling_layer.cu does, so no atomics are needed).
 import math
 
 import numpy as np
-from numpy.lib.stride_tricks import sliding_window_view
 
 from minicaffe import opencl
 from minicaffe.blob import Blob
@@ -179,28 +178,50 @@ class PoolingLayer(Layer):
                 y += view
             y /= self.pool_size
             return
-        # MAX. Stack the windows along a last axis of k_h*k_w (one copy), then reduce.
-        windows = sliding_window_view(self._canvas(x, -np.inf), (self.kernel_h, self.kernel_w),
-                                      axis=(2, 3))
-        windows = windows[:, :, ::self.stride_h, ::self.stride_w][:, :, :self.pooled_height,
-                                                                  :self.pooled_width]
-        stack = np.moveaxis(windows, (4, 5), (0, 1)).reshape(
-            (self.kernel_h * self.kernel_w,) + y.shape)
+        # MAX: fold the kernel offsets in one by one, each a strided view (no copies).
         # Caffe starts from -FLT_MAX and takes a pixel only if strictly greater, so NaN
         # and -inf never win; fmax ignores NaN the same way.
-        np.fmax(np.fmax.reduce(stack, axis=0), -FLT_MAX, out=y)
+        views = list(self._offset_views(self._canvas(x, -np.inf)))
+        np.fmax(views[0], -FLT_MAX, out=y)
+        for view in views[1:]:
+            np.fmax(y, view, out=y)
         # The mask is the first maximum in row-major window order (Caffe's strict '>'):
-        # walk the offsets in order and take each window's first match.
-        width = bottom[0].width
-        mask = np.zeros(y.shape, dtype=np.int32)  # relative to the window's start
-        found = stack[0] == y
-        for o in range(1, len(stack)):
-            first = (stack[o] == y) & ~found
-            mask += ((o // self.kernel_w) * width + o % self.kernel_w) * first
-            found |= first
-        mask += (self.hstart[:, None] * width + self.wstart[None, :]).astype(np.int32)
-        mask[y == -FLT_MAX] = -1  # nothing in the window beat -FLT_MAX: no argmax, as in Caffe
-        (top[1] if len(top) > 1 else self.max_idx).mutable_cpu_data()[...] = mask
+        # walk the offsets from last to first, each match overwriting, so the first wins.
+        k = len(views)
+        kind = np.int8 if k < 127 else np.int32  # small ints: cheaper to compare and move
+        first = np.full(y.shape, k - 1, dtype=kind)  # the winning offset o = i * k_w + j
+        match = np.empty(y.shape, dtype=bool)
+        for o in range(k - 2, -1, -1):
+            np.equal(views[o], y, out=match)
+            first -= match.view(np.int8).astype(kind, copy=False) * (first - kind(o))
+        if y.size and y.min() == -FLT_MAX:
+            first[y == -FLT_MAX] = -1  # nothing in the window beat -FLT_MAX: no argmax, as in Caffe
+        # When the windows tile the input (LeNet's 2x2/2), backward routes gradients by
+        # `first` directly; Caffe's flat-index mask is then built only if a top asks for it.
+        self._first = first if self._tiles(x) else None
+        if self._first is None or len(top) > 1:
+            width = bottom[0].width
+            first = first.astype(np.int32)
+            mask = (first // self.kernel_w) * width + first % self.kernel_w  # within the window
+            mask += (self.hstart[:, None] * width + self.wstart[None, :]).astype(np.int32)
+            mask[first < 0] = -1
+            (top[1] if len(top) > 1 else self.max_idx).mutable_cpu_data()[...] = mask
+
+    def _tiles(self, x) -> bool:
+        return (self.stride_h >= self.kernel_h and self.stride_w >= self.kernel_w
+                and self._canvas_is_input(x))
+
+    def _covers(self, x) -> bool:
+        """Do the windows cover every input pixel exactly once?"""
+        return (self.stride_h == self.kernel_h and self.stride_w == self.kernel_w
+                and self.pooled_height * self.kernel_h == x.shape[2]
+                and self.pooled_width * self.kernel_w == x.shape[3])
+
+    def _canvas_is_input(self, x) -> bool:
+        height, width = x.shape[2:]
+        return ((self.pooled_height - 1) * self.stride_h + self.kernel_h <= height
+                and (self.pooled_width - 1) * self.stride_w + self.kernel_w <= width
+                and self.pad_h == 0 and self.pad_w == 0)
 
     def backward_cpu(self, top, propagate_down, bottom):
         if not propagate_down[0]:
@@ -215,6 +236,13 @@ class PoolingLayer(Layer):
             if canvas is not dx:
                 height, width = dx.shape[2:]
                 dx[...] = canvas[:, :, self.pad_h:self.pad_h + height, self.pad_w:self.pad_w + width]
+            return
+        if getattr(self, "_first", None) is not None and self._first.shape == dy.shape:
+            # Windows tile the input: route each window's gradient to its winning offset.
+            if not self._covers(dx):
+                dx[...] = 0  # pixels no window reads get no gradient
+            for o, view in enumerate(self._offset_views(dx)):
+                np.multiply(dy, self._first == o, out=view)
             return
         mask = (top[1] if len(top) > 1 else self.max_idx).cpu_data().astype(np.int64)
         n, c, height, width = dx.shape
@@ -235,6 +263,7 @@ class PoolingLayer(Layer):
                 i32(self.stride_h), i32(self.stride_w), i32(self.pad_h), i32(self.pad_w))
 
     def forward_gpu(self, bottom, top):
+        self._first = None  # the CPU fast path's routing table would be stale
         x = bottom[0].gpu_data()
         y = top[0].mutable_gpu_data()
         if self.layer_param.pooling_param.pool == P.AVE:
