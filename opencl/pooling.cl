@@ -118,6 +118,22 @@ __kernel void max_pool_backward(const int n, __global const Dtype* top_diff,
   }
 }
 
+// MAX backward when windows cannot overlap (stride >= kernel, as in LeNet's 2x2/2):
+// every bottom pixel is the argmax of at most one window, so each window can write
+// its gradient straight to its argmax (the host zeroes bottom_diff first). One
+// work-item per top element instead of per bottom pixel, and no window search.
+__kernel void max_pool_backward_scatter(const int n, __global const Dtype* top_diff,
+                                        __global const Dtype* mask,
+                                        const int pooled_size, const int image_size,
+                                        __global Dtype* bottom_diff) {
+  KERNEL_LOOP(index, n) {
+    const int argmax = (int)mask[index];
+    if (argmax >= 0) {
+      bottom_diff[(index / pooled_size) * image_size + argmax] = top_diff[index];
+    }
+  }
+}
+
 // AVE backward: dx at pixel (h, w) = the sum over covering windows of dy / |P|.
 __kernel void ave_pool_backward(const int n, __global const Dtype* top_diff,
                                 const int height, const int width,

@@ -284,5 +284,12 @@ class PoolingLayer(Layer):
                 bottom[0].count, dy, *self._geometry(bottom), dx)
             return
         mask = (top[1] if len(top) > 1 else self.max_idx).gpu_data()
+        if self.stride_h >= self.kernel_h and self.stride_w >= self.kernel_w:
+            # Windows cannot overlap: scatter each window's gradient to its argmax.
+            opencl.fill(dx, bottom[0].count, 0.0)
+            opencl.kernel("pooling.cl", "max_pool_backward_scatter")(
+                top[0].count, dy, mask, np.int32(self.pooled_height * self.pooled_width),
+                np.int32(bottom[0].height * bottom[0].width), dx)
+            return
         opencl.kernel("pooling.cl", "max_pool_backward")(
             bottom[0].count, dy, mask, *self._geometry(bottom), dx)
