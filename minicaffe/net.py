@@ -172,7 +172,7 @@ class Net:
         Net(net_parameter)                               # phase from net_parameter.state
     """
 
-    def __init__(self, model, *args, phase=None, weights=None, level=0, stages=()):
+    def __init__(self, model, *args, phase=None, weights=None, level=0, stages=(), source=None):
         if args and isinstance(args[0], (str, Path)):
             weights, args = args[0], args[1:]
         if args:
@@ -183,7 +183,8 @@ class Net:
         if isinstance(model, caffe_pb2.NetParameter):
             param = caffe_pb2.NetParameter()
             param.CopyFrom(model)
-            self.source = f"net {param.name!r}"
+            # Errors name where the NetParameter came from, when the caller knows.
+            self.source = source or f"net {param.name!r}"
         else:
             param = protoio.read_net_param(model)
             self.source = str(model)

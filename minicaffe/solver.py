@@ -374,15 +374,17 @@ class Solver:
             logger.info("Creating training net specified in %s.", field)
             net_param = caffe_pb2.NetParameter()
             net_param.CopyFrom(getattr(p, field))
+            where = f"{field} in {self.source}"
         else:
             logger.info("Creating training net from %s file: %s", field, getattr(p, field))
             net_param = self._read_net(getattr(p, field), field)
+            where = getattr(p, field)
         # Precedence, lowest first: TRAIN, the net's own state, the solver's train_state.
         state = caffe_pb2.NetState(phase=caffe_pb2.TRAIN)
         state.MergeFrom(net_param.state)
         state.MergeFrom(p.train_state)
         net_param.state.CopyFrom(state)
-        return Net(net_param)
+        return Net(net_param, source=where)
 
     def init_test_nets(self) -> list[Net]:
         p, src = self.param, self.source
@@ -404,17 +406,17 @@ class Solver:
                                  f"{p.test_interval}; set test_interval > 0")
         sources, params = [], []
         for net_param in p.test_net_param:
-            sources.append("test_net_param")
+            sources.append(f"test_net_param in {src}")
             params.append(net_param)
         for path in p.test_net:
-            sources.append(f"test_net file: {path}")
+            sources.append(path)
             params.append(self._read_net(path, "test_net"))
         for _ in range(num_instances - num_specific):
             if p.HasField("net_param"):
-                sources.append("net_param")
+                sources.append(f"net_param in {src}")
                 params.append(p.net_param)
             else:
-                sources.append(f"net file: {p.net}")
+                sources.append(p.net)
                 params.append(self._read_net(p.net, "net"))
         nets = []
         for i, (where, net_param) in enumerate(zip(sources, params)):
@@ -426,7 +428,7 @@ class Solver:
                 state.MergeFrom(p.test_state[i])
             copy.state.CopyFrom(state)
             logger.info("Creating test net (#%d) specified by %s", i, where)
-            nets.append(Net(copy))
+            nets.append(Net(copy, source=where))
         return nets
 
     def presolve(self) -> None:
