@@ -93,3 +93,63 @@ def test_lenet_reaches_acceptance_accuracy_at_2000_iterations(lmdbs, tmp_path):
     accuracy = final_accuracy(solver)
     print(f"LeNet, 2000 iterations, numpy engine: test accuracy {accuracy:.4f}")
     assert accuracy >= 0.975
+
+
+def lenet_on_input_layer():
+    """The example's TRAIN net, fed from memory instead of the Data layer."""
+    from google.protobuf import text_format
+
+    from minicaffe.proto import caffe_pb2
+    param = read_net_param(ROOT / "examples/mnist/lenet_train_test.prototxt")
+    layers = [l for l in param.layer if l.type != "Data"]
+    del param.layer[:]
+    param.layer.add().CopyFrom(text_format.Parse(
+        'name: "input" type: "Input" top: "data" top: "label" input_param { '
+        'shape { dim: 64 dim: 1 dim: 28 dim: 28 } shape { dim: 64 } }', caffe_pb2.LayerParameter()))
+    param.layer.extend(layers)
+    param.state.phase = caffe_pb2.TRAIN
+    return param
+
+
+@pytest.mark.skipif(not __import__("minicaffe.opencl").opencl.available(), reason="no OpenCL device")
+def test_engines_agree_on_lenet():
+    """Issue acceptance: identical weights and inputs give the same loss, tops and
+    gradients on both engines, to 1e-4 absolute."""
+    from minicaffe.io.idx import read_idx
+    from minicaffe.net import Net
+    images = read_idx(DATA / "t10k-images-idx3-ubyte.gz")[:64].astype(np.float32) / 256
+    labels = read_idx(DATA / "t10k-labels-idx1-ubyte.gz")[:64].astype(np.float32)
+    results = {}
+    for mode in ("cpu", "gpu"):
+        with common.using_mode(mode):
+            common.set_random_seed(7)  # the same xavier weights on both engines
+            net = Net(lenet_on_input_layer())
+            net.blobs["data"].data[...] = images[:, None]
+            net.blobs["label"].data[...] = labels
+            loss = net.forward_backward()
+            results[mode] = (loss, {n: (b.cpu_data().copy(), b.cpu_diff().copy()) for n, b in net.blobs.items()},
+                             {n: [p.cpu_diff().copy() for p in ps] for n, ps in net.params.items()})
+    (cpu_loss, cpu_blobs, cpu_params), (gpu_loss, gpu_blobs, gpu_params) = results["cpu"], results["gpu"]
+    assert abs(cpu_loss - gpu_loss) < 1e-4
+    for name, (data, diff) in cpu_blobs.items():
+        np.testing.assert_allclose(gpu_blobs[name][0], data, rtol=0, atol=1e-4, err_msg=f"top {name}")
+        if name not in ("data", "label"):
+            np.testing.assert_allclose(gpu_blobs[name][1], diff, rtol=0, atol=1e-4, err_msg=f"diff {name}")
+    for name, diffs in cpu_params.items():
+        for i, (c, g) in enumerate(zip(diffs, gpu_params[name])):
+            np.testing.assert_allclose(g, c, rtol=0, atol=1e-4, err_msg=f"param {name}[{i}]")
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not __import__("minicaffe.opencl").opencl.available(), reason="no OpenCL device")
+def test_lenet_on_opencl_reaches_acceptance_accuracy(lmdbs, tmp_path):
+    solver = get_solver(lenet_solver(lmdbs, tmp_path, mode="gpu", max_iter=2000,
+                                     test_interval=10**6, test_initialization=False,
+                                     snapshot=0, snapshot_after_train=False))
+    try:
+        solver.solve()
+        accuracy = final_accuracy(solver)
+    finally:
+        common.set_mode(common.CPU)  # the solver switched the process to the device
+    print(f"LeNet, 2000 iterations, OpenCL engine: test accuracy {accuracy:.4f}")
+    assert accuracy >= 0.975
