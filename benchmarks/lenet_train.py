@@ -25,7 +25,7 @@ from google.protobuf import text_format  # noqa: E402
 from minicaffe import common  # noqa: E402
 from minicaffe.io.idx import read_idx  # noqa: E402
 from minicaffe.proto import caffe_pb2  # noqa: E402
-from minicaffe.protoio import read_net_param  # noqa: E402
+from minicaffe.testing.lenet import lenet_with_input_layer  # noqa: E402
 
 BATCH = 64
 
@@ -38,19 +38,6 @@ def load_batches(iters: int):
             for i in (k % n for k in range(iters))]
 
 
-def lenet_with_input_layer() -> caffe_pb2.NetParameter:
-    """The example's TRAIN net with the Data layer replaced by an Input layer."""
-    param = read_net_param(ROOT / "examples/mnist/lenet_train_test.prototxt")
-    layers = [l for l in param.layer if l.type != "Data"]
-    del param.layer[:]
-    param.layer.add().CopyFrom(text_format.Parse(
-        f'name: "input" type: "Input" top: "data" top: "label" input_param {{ '
-        f'shape {{ dim: {BATCH} dim: 1 dim: 28 dim: 28 }} shape {{ dim: {BATCH} }} }}',
-        caffe_pb2.LayerParameter()))
-    param.layer.extend(layers)
-    return param
-
-
 def solver_param(engine: str) -> caffe_pb2.SolverParameter:
     return text_format.Parse(
         'base_lr: 0.01 momentum: 0.9 weight_decay: 0.0005 lr_policy: "inv" gamma: 0.0001 '
@@ -61,7 +48,7 @@ def solver_param(engine: str) -> caffe_pb2.SolverParameter:
 def time_minicaffe(engine: str, batches, warmup: int, repeats: int) -> float:
     from minicaffe.solvers import get_solver
     param = solver_param(engine)
-    param.net_param.CopyFrom(lenet_with_input_layer())
+    param.net_param.CopyFrom(lenet_with_input_layer(BATCH))
     solver = get_solver(param)
     data, label = solver.net.blobs["data"], solver.net.blobs["label"]
 

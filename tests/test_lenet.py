@@ -12,6 +12,7 @@ from minicaffe import common
 from minicaffe.io.mnist import convert_mnist_data
 from minicaffe.protoio import read_net_param, read_solver_param
 from minicaffe.solvers import get_solver
+from minicaffe.testing.lenet import lenet_with_input_layer
 
 ROOT = Path(__file__).resolve().parents[1]
 DATA = ROOT / "data" / "mnist"
@@ -95,22 +96,6 @@ def test_lenet_reaches_acceptance_accuracy_at_2000_iterations(lmdbs, tmp_path):
     assert accuracy >= 0.975
 
 
-def lenet_on_input_layer():
-    """The example's TRAIN net, fed from memory instead of the Data layer."""
-    from google.protobuf import text_format
-
-    from minicaffe.proto import caffe_pb2
-    param = read_net_param(ROOT / "examples/mnist/lenet_train_test.prototxt")
-    layers = [l for l in param.layer if l.type != "Data"]
-    del param.layer[:]
-    param.layer.add().CopyFrom(text_format.Parse(
-        'name: "input" type: "Input" top: "data" top: "label" input_param { '
-        'shape { dim: 64 dim: 1 dim: 28 dim: 28 } shape { dim: 64 } }', caffe_pb2.LayerParameter()))
-    param.layer.extend(layers)
-    param.state.phase = caffe_pb2.TRAIN
-    return param
-
-
 @pytest.mark.skipif(not __import__("minicaffe.opencl").opencl.available(), reason="no OpenCL device")
 def test_engines_agree_on_lenet():
     """Issue acceptance: identical weights and inputs give the same loss, tops and
@@ -123,7 +108,7 @@ def test_engines_agree_on_lenet():
     for mode in ("cpu", "gpu"):
         with common.using_mode(mode):
             common.set_random_seed(7)  # the same xavier weights on both engines
-            net = Net(lenet_on_input_layer())
+            net = Net(lenet_with_input_layer(64))
             net.blobs["data"].data[...] = images[:, None]
             net.blobs["label"].data[...] = labels
             loss = net.forward_backward()

@@ -16,9 +16,9 @@ from minicaffe import common, opencl
 from minicaffe.blob import Blob
 from minicaffe.io.idx import read_idx
 from minicaffe.proto import caffe_pb2
-from minicaffe.protoio import read_net_param
 from minicaffe.solvers import get_solver
 from minicaffe.syncedmem import SyncedMemory, recording_transfers
+from minicaffe.testing.lenet import lenet_with_input_layer
 
 ROOT = Path(__file__).resolve().parents[1]
 BATCH = 16  # LeNet's 64 works too; 16 keeps the test quick on a CPU OpenCL device
@@ -43,19 +43,6 @@ def mnist_batches(count):
             for i in range(count)]
 
 
-def lenet_with_input_layer() -> caffe_pb2.NetParameter:
-    """examples/mnist/lenet_train_test.prototxt (TRAIN) with its Data layer made an Input layer."""
-    param = read_net_param(ROOT / "examples/mnist/lenet_train_test.prototxt")
-    layers = [layer for layer in param.layer if layer.type != "Data"]
-    del param.layer[:]
-    param.layer.add().CopyFrom(text_format.Parse(
-        f'name: "mnist" type: "Input" top: "data" top: "label" input_param {{ '
-        f'shape {{ dim: {BATCH} dim: 1 dim: 28 dim: 28 }} shape {{ dim: {BATCH} }} }}',
-        caffe_pb2.LayerParameter()))
-    param.layer.extend(layers)
-    return param
-
-
 SOLVERS = {
     # examples/mnist/lenet_solver.prototxt's settings
     "SGD": 'base_lr: 0.01 momentum: 0.9 weight_decay: 0.0005 lr_policy: "inv" gamma: 0.0001 power: 0.75',
@@ -70,7 +57,7 @@ def lenet_solver(kind: str, mode: str):
     param = text_format.Parse(
         SOLVERS[kind] + f' max_iter: 100 display: 0 random_seed: 1 snapshot_after_train: false '
         f'solver_mode: {"GPU" if mode == common.GPU else "CPU"}', caffe_pb2.SolverParameter())
-    param.net_param.CopyFrom(lenet_with_input_layer())
+    param.net_param.CopyFrom(lenet_with_input_layer(BATCH))
     return get_solver(param)
 
 
