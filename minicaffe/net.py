@@ -98,6 +98,20 @@ def upgrade_inputs(param):
     return out
 
 
+def check_engine(layer_param) -> None:
+    """Caffe's `engine` field picks an implementation: DEFAULT or CAFFE are ours (numpy on
+    the CPU, OpenCL on the device, by the solver mode); CUDNN does not exist here, and
+    Caffe itself refuses an engine it was not built with."""
+    for field, value in layer_param.ListFields():
+        if field.message_type is None or "engine" not in field.message_type.fields_by_name:
+            continue
+        engine = field.message_type.fields_by_name["engine"].enum_type.values_by_number[value.engine].name
+        if engine not in ("DEFAULT", "CAFFE"):
+            raise MinicaffeError(f"layer {layer_param.name!r} ({layer_param.type}): {field.name}.engine "
+                                 f"is {engine}, which minicaffe does not have; use DEFAULT or CAFFE "
+                                 "(the solver mode then picks numpy or OpenCL)")
+
+
 # ---------------------------------------------------------------- step 2: splits
 
 def split_layer_name(layer: str, blob: str, top_index: int) -> str:
@@ -244,6 +258,7 @@ class Net:
                     f"value(s) but the layer has {len(layer_param.bottom)} bottom(s)")
             if layer_param.name in self.layer_names:
                 raise MinicaffeError(f"two layers are named {layer_param.name!r}; layer names must be unique")
+            check_engine(layer_param)
             layer = create_layer(layer_param)
             if common.mode() == common.GPU and not layer.has_gpu():
                 raise MinicaffeError(f"{layer.type} layer {layer.name!r} has no OpenCL kernel yet; "

@@ -179,6 +179,17 @@ def test_construction_errors(text, message):
         make_net(text)
 
 
+@pytest.mark.parametrize("engine, ok", [("DEFAULT", True), ("CAFFE", True), ("CUDNN", False)])
+def test_engine_field(engine, ok):
+    text = TWO_HEADS.replace('layer { name: "relu" type: "ReLU" bottom: "b" top: "b" }',
+                             f'layer {{ name: "relu" type: "ReLU" bottom: "b" top: "b" relu_param {{ engine: {engine} }} }}')
+    if ok:
+        make_net(text)
+    else:
+        with pytest.raises(MinicaffeError, match="layer 'relu' .*relu_param.engine is CUDNN"):
+            make_net(text)
+
+
 def test_error_names_prototxt_file(tmp_path):
     path = tmp_path / "net.prototxt"
     path.write_text('layer { name: "r" type: "ReLU" bottom: "nope" top: "r" }')
