@@ -3,7 +3,8 @@
 // Blobs are (N, C, H, W); every kernel works on planes, so N and C only appear fused
 // as `plane` = n * C + c. Forward runs one work-item per output; backward runs one
 // work-item per bottom pixel and *gathers* from the outputs whose windows cover it,
-// so no two work-items ever write the same value and no atomics are needed.
+// so no two work-items ever write the same value and no atomics are needed (MAX with
+// non-overlapping windows scatters instead: see max_pool_backward_scatter).
 #include "common.cl"
 
 // MAX: y = the largest in-image pixel of the window, mask = its index h * W + w in

@@ -40,7 +40,9 @@ Bottom: (N, C, H, W).   Top: (N, C, H', W'); for MAX optionally a second top, th
 
 Device twin: `opencl/pooling.cl` (one work-item per output forward; backward one
 work-item per bottom pixel, gathering from the windows that cover it, as Caffe's
-pooling_layer.cu does, so no atomics are needed).
+pooling_layer.cu does, so no atomics are needed). When windows cannot overlap
+(stride >= kernel, LeNet's 2x2/2) both engines take a shortcut for MAX backward: each
+window's gradient goes straight to its argmax, since no pixel belongs to two windows.
 """
 import math
 
