@@ -32,3 +32,11 @@ def mode(request):
     """Run the test once per engine, like Caffe's MultiDeviceTest."""
     with common.using_mode(request.param):
         yield request.param
+
+
+@pytest.fixture(scope="module")
+def gpu_only(mode):
+    """For the tests that compare both engines themselves (`compare_engines`, transfer
+    counts): one run is enough, so they run under the gpu mode and skip the cpu one."""
+    if mode != common.GPU:
+        pytest.skip("compares both engines itself: runs once, under the gpu mode")

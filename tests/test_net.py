@@ -5,7 +5,6 @@ import pytest
 from google.protobuf import text_format
 
 from minicaffe import Net, TEST, TRAIN
-from minicaffe.blob import Blob
 from minicaffe.common import MinicaffeError, set_random_seed
 from minicaffe.net import filter_net, insert_splits, state_meets_rule
 from minicaffe.proto import caffe_pb2

@@ -22,7 +22,6 @@ database and every shape is the real one, batch included), then each layer gets 
 """
 from __future__ import annotations
 
-from math import prod
 
 from minicaffe.common import MinicaffeError
 

@@ -5,7 +5,6 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from minicaffe import common
 from minicaffe.blob import Blob
 from minicaffe.common import MinicaffeError
 from minicaffe.layer import create_layer
@@ -116,13 +115,6 @@ def test_top_k_is_monotone_and_full_k_is_one(mode, n, c, seed):
 
 
 # ---- the OpenCL twin
-@pytest.fixture(scope="module")
-def gpu_only(mode):
-    """For the tests that compare both engines themselves: run once, under the gpu mode."""
-    if mode != common.GPU:
-        pytest.skip("compares both engines itself: runs once, under the gpu mode")
-
-
 @given(st.lists(st.integers(1, 3), min_size=1, max_size=3), st.integers(0, 3), st.integers(1, 6),
        st.sampled_from(["none", "some", "all"]), st.integers(1, 2), st.booleans(),
        st.integers(0, 2**31 - 1), st.data())

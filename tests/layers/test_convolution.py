@@ -9,7 +9,6 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from minicaffe import common
 from minicaffe.blob import Blob
 from minicaffe.common import MinicaffeError
 from minicaffe.layer import create_layer
@@ -152,7 +151,6 @@ def test_both_layouts_match_reference(mode, batch_last):
     layer = conv(**fields)
     top = run(layer, blob_from(x))[0]
     assert layer.batch_last == batch_last
-    kernel = fields["kernel_size"] * (2 // len(fields["kernel_size"]))
     pad = fields.get("pad", [0]) * 2
     expected = reference_conv(x, layer.blobs[0].data, layer.blobs[1].data, pad, (1, 1), (1, 1),
                               fields.get("group", 1))
@@ -257,13 +255,6 @@ def test_reshape_to_a_new_batch(mode):
 
 
 # ---- the OpenCL twin
-@pytest.fixture(scope="module")
-def gpu_only(mode):
-    """For the tests that compare both engines themselves: run once, under the gpu mode."""
-    if mode != common.GPU:
-        pytest.skip("compares both engines itself: runs once, under the gpu mode")
-
-
 @st.composite
 def engine_cases(draw):
     """conv_cases(), with 2-D geometry sometimes in the _h/_w fields or forced through

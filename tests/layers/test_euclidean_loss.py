@@ -5,7 +5,6 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from minicaffe import common
 from minicaffe.blob import Blob
 from minicaffe.common import MinicaffeError
 from minicaffe.layer import create_layer
@@ -77,13 +76,6 @@ def test_both_bottoms_may_be_forced_to_backpropagate(mode):
 
 
 # ---- the OpenCL twin
-@pytest.fixture(scope="module")
-def gpu_only(mode):
-    """For the tests that compare both engines themselves: run once, under the gpu mode."""
-    if mode != common.GPU:
-        pytest.skip("compares both engines itself: runs once, under the gpu mode")
-
-
 @given(pairs(), st.booleans(), st.lists(st.booleans(), min_size=2, max_size=2))
 def test_engines_agree(gpu_only, pair, trailing_ones, propagate_down):
     # b may carry extra trailing 1-axes (only the count per item must match); the top

@@ -7,7 +7,6 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from minicaffe import common
 from minicaffe.blob import Blob
 from minicaffe.common import MinicaffeError
 from minicaffe.layer import create_layer
@@ -116,13 +115,6 @@ def test_default_fillers_and_float32(mode):
 
 
 # ---- the OpenCL twin
-@pytest.fixture(scope="module")
-def gpu_only(mode):
-    """For the tests that compare both engines themselves: run once, under the gpu mode."""
-    if mode != common.GPU:
-        pytest.skip("compares both engines itself: runs once, under the gpu mode")
-
-
 @st.composite
 def engine_cases(draw):
     """Shapes up to 4 axes of up to 6 and up to 24 outputs: large enough that every

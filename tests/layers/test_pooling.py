@@ -7,7 +7,6 @@ import pytest
 from hypothesis import assume, example, given
 from hypothesis import strategies as st
 
-from minicaffe import common
 from minicaffe.blob import Blob
 from minicaffe.common import MinicaffeError
 from minicaffe.layer import create_layer
@@ -302,13 +301,6 @@ def test_gradient_property(mode, params, seed):
 
 
 # ---- the OpenCL twin
-@pytest.fixture(scope="module")
-def gpu_only(mode):
-    """For the tests that compare both engines themselves: run once, under the gpu mode."""
-    if mode != common.GPU:
-        pytest.skip("compares both engines itself: runs once, under the gpu mode")
-
-
 @st.composite
 def engine_params(draw):
     """pool_params(), or now and then (1 in 4) global pooling."""

@@ -5,7 +5,6 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from minicaffe import common
 from minicaffe.blob import Blob
 from minicaffe.common import MinicaffeError
 from minicaffe.layer import create_layer
@@ -93,13 +92,6 @@ def test_in_place_matches_out_of_place(mode):
 
 
 # ---- the OpenCL twin
-@pytest.fixture(scope="module")
-def gpu_only(mode):
-    """For the tests that compare both engines themselves: run once, under the gpu mode."""
-    if mode != common.GPU:
-        pytest.skip("compares both engines itself: runs once, under the gpu mode")
-
-
 @given(blob_and_axis(max_side=5), st.sampled_from([1.0, 30.0]))
 def test_engines_agree(gpu_only, bottom_axis, scale):
     # scale 30 spreads the scores so that some probabilities underflow towards 0.

@@ -7,7 +7,6 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from minicaffe import common
 from minicaffe.blob import Blob
 from minicaffe.common import MinicaffeError
 from minicaffe.layer import create_layer
@@ -150,13 +149,6 @@ def test_gradient(mode, case):
 
 
 # ---- the OpenCL twin
-@pytest.fixture(scope="module")
-def gpu_only(mode):
-    """For the tests that compare both engines themselves: run once, under the gpu mode."""
-    if mode != common.GPU:
-        pytest.skip("compares both engines itself: runs once, under the gpu mode")
-
-
 NORMALIZATIONS = [{"normalization": m} for m in ("FULL", "VALID", "BATCH_SIZE", "NONE")] + [
     {}, {"normalize": False}, {"normalize": True}]
 
