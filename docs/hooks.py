@@ -1,6 +1,7 @@
 """MkDocs hooks: the parts of the site that are generated from the code at build time.
 
 * every registered layer type gets a page (`gen_layer_pages.py`), listed under "Layers";
+* every lesson in `lessons/` gets a page (its README, then its exercise), under "Lessons";
 * figures: the learning-rate policies plotted with `minicaffe.solver.learning_rate`,
   LeNet drawn by `minicaffe draw`, the LeNet training curves by `minicaffe plot`
   (from the committed log `docs/assets/lenet_train.log`);
@@ -97,6 +98,34 @@ def training_png() -> bytes:
         return out.read_bytes()
 
 
+# ---------------------------------------------------------------- lessons
+
+LESSONS = ROOT / "lessons"
+
+
+def lesson_folders() -> list[Path]:
+    return sorted(LESSONS.glob("[0-9][0-9]_*/"))
+
+
+def lesson_title(folder: Path) -> str:
+    first = (folder / "README.md").read_text().splitlines()[0]
+    return first.lstrip("# ").strip()
+
+
+def lesson_pages() -> dict[str, str]:
+    """lessons/README.md as the section's index, and one page per lesson: its README,
+    then the starter code the learner completes (the source of truth stays in lessons/)."""
+    index = (LESSONS / "README.md").read_text()
+    pages = {"lessons/index.md": re.sub(r"\]\((\d\d_\w+)/\)", r"](\1.md)", index)}
+    for folder in lesson_folders():
+        exercise = (folder / "exercise.py").read_text()
+        pages[f"lessons/{folder.name}.md"] = (
+            (folder / "README.md").read_text().rstrip()
+            + f"\n\n## The exercise\n\n`lessons/{folder.name}/exercise.py`: replace each TODO, then "
+            f"run `python -m pytest lessons/{folder.name}`.\n\n```python\n{exercise}\n```\n")
+    return pages
+
+
 # ---------------------------------------------------------------- mkdocs events
 
 def on_config(config):
@@ -104,14 +133,18 @@ def on_config(config):
     from minicaffe.layer import layer_registry
     pages = [{"Overview": "layers/index.md"}] + [
         {t: gen_layer_pages.page_path(t)} for t in sorted(layer_registry())]
+    lessons = [{"The path": "lessons/index.md"}] + [
+        {lesson_title(f): f"lessons/{f.name}.md"} for f in lesson_folders()]
     for i, item in enumerate(config.nav or []):
         if isinstance(item, dict) and item.get("Layers") == "layers/index.md":
             config.nav[i] = {"Layers": pages}
+        if isinstance(item, dict) and item.get("Lessons") == "lessons/index.md":
+            config.nav[i] = {"Lessons": lessons}
     return config
 
 
 def on_files(files, config):
-    for rel, text in gen_layer_pages.layer_pages().items():
+    for rel, text in {**gen_layer_pages.layer_pages(), **lesson_pages()}.items():
         files.append(File.generated(config, rel, content=text))
     files.append(File.generated(config, "assets/generated/lr_policies.svg", content=lr_policies_svg()))
     files.append(File.generated(config, "assets/generated/lenet_training.png", content=training_png()))

@@ -63,3 +63,8 @@ def test_mkdocs_build_strict(tmp_path):
     solver = (site / "architecture/solver/index.html").read_text()
     assert "lr_policies.svg" in solver and 'class="arithmatex"' in solver
     assert (site / "assets/katex/katex.min.js").exists()  # maths render offline
+    # Every lesson is on the site, with the starter code the learner completes.
+    for folder in sorted((ROOT / "lessons").glob("[0-9][0-9]_*/")):
+        page = (site / "lessons" / folder.name / "index.html").read_text()
+        assert "NotImplementedError" in page and f"lessons/{folder.name}" in page, folder.name
+    assert (site / "lessons/index.html").exists()
