@@ -123,8 +123,8 @@ def _resolve(selection: str) -> int:
         return index
     except (ValueError, IndexError):
         raise MinicaffeError(
-            f"OpenCL device {selection!r} does not exist (chosen by MINICAFFE_DEVICE or "
-            f"minicaffe.common.set_device; give an index or \"platform:device\"). "
+            f"OpenCL device {selection!r} does not exist (chosen by --gpu, a solver's device_id, "
+            f"MINICAFFE_DEVICE or minicaffe.set_device; give an index or \"platform:device\"). "
             f"Devices found:\n{_device_list_text(pairs)}") from None
 
 
