@@ -56,6 +56,15 @@ def _one_device(gpus: list[int]) -> list[int]:
     return gpus[:1]
 
 
+def _select_engine(args) -> None:
+    """`test` and `time`: --gpu N runs on OpenCL device N (an error if it cannot), else numpy."""
+    from minicaffe.solver import select_mode
+    gpus = _one_device(parse_gpus(args.gpu))
+    if not gpus:
+        logger.info("Use CPU.")
+    select_mode(bool(gpus), gpus[0] if gpus else 0, required=True)
+
+
 # ---------------------------------------------------------------- verbs
 
 def train(args) -> int:
@@ -105,7 +114,6 @@ def train(args) -> int:
 def test(args) -> int:
     from minicaffe.log import format_number as fmt
     from minicaffe.net import TEST, Net
-    from minicaffe.solver import select_mode
 
     if not args.model:
         raise MinicaffeError("Need a model definition to score: give --model FILE.")
@@ -113,10 +121,7 @@ def test(args) -> int:
         raise MinicaffeError("Need model weights to score: give --weights FILE.caffemodel.")
     if args.iterations < 1:
         raise MinicaffeError(f"--iterations must be at least 1, got {args.iterations}")
-    gpus = _one_device(parse_gpus(args.gpu))
-    if not gpus:
-        logger.info("Use CPU.")
-    select_mode(bool(gpus), gpus[0] if gpus else 0, required=True)
+    _select_engine(args)
 
     net = Net(args.model, TEST, level=args.level, stages=parse_stages(args.stage))
     net.copy_trained_layers_from(args.weights)
@@ -158,11 +163,7 @@ def time(args) -> int:
         raise MinicaffeError("Need a model definition to time: give --model FILE.")
     if args.iterations < 1:
         raise MinicaffeError(f"--iterations must be at least 1, got {args.iterations}")
-    gpus = _one_device(parse_gpus(args.gpu))
-    if not gpus:
-        logger.info("Use CPU.")
-    from minicaffe.solver import select_mode
-    select_mode(bool(gpus), gpus[0] if gpus else 0, required=True)
+    _select_engine(args)
     time_net(args.model, args.iterations, phase=args.phase, level=args.level,
              stages=parse_stages(args.stage))
     return 0
