@@ -1,7 +1,8 @@
-"""Hypothesis strategies shared by the layer tests."""
+"""Hypothesis strategies and small helpers shared by the layer tests."""
 from __future__ import annotations
 
 import numpy as np
+import pytest
 from hypothesis import strategies as st
 
 from minicaffe.blob import Blob
@@ -36,3 +37,21 @@ def layer_param(type_name: str, name: str | None = None, **fields):
     param = caffe_pb2.LayerParameter(name=name or type_name.lower(), type=type_name)
     json_format.ParseDict(fields, param)
     return param
+
+
+def run_one(layer, bottom, top, dy):
+    """Set up, forward, then backward from top diff `dy`: returns (top data, bottom diff).
+
+    For one-bottom, one-top layers; `top` may be `bottom` itself to test in-place use.
+    """
+    layer.setup([bottom], [top])
+    layer.forward([bottom], [top])
+    y = top.cpu_data().copy()
+    top.diff = dy
+    layer.backward([top], [True], [bottom])
+    return y, bottom.cpu_diff().copy()
+
+
+# For tests that need the OpenCL engine whatever the `mode` (cross-engine comparisons).
+needs_device = pytest.mark.skipif(not __import__("minicaffe.opencl").opencl.available(),
+                                  reason="no working OpenCL device")

@@ -5,7 +5,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from minicaffe import common, opencl
+from minicaffe import common
 from minicaffe.blob import Blob
 from minicaffe.common import MinicaffeError
 from minicaffe.layer import create_layer
@@ -13,9 +13,7 @@ from minicaffe.layers.dropout import hash_uniform
 from minicaffe.syncedmem import SyncedMemory
 from minicaffe.testing import GradientChecker
 from minicaffe.testing.engines import compare_engines
-from tests.strategies import blob_from, blobs, layer_param
-
-needs_device = pytest.mark.skipif(not opencl.available(), reason="no working OpenCL device")
+from tests.strategies import blob_from, blobs, layer_param, needs_device
 
 
 def dropout_param(ratio=0.5, phase="TRAIN"):

@@ -7,16 +7,13 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from minicaffe import opencl
 from minicaffe.blob import Blob
 from minicaffe.common import MinicaffeError
 from minicaffe.layer import create_layer
 from minicaffe.layers.flatten import FlattenLayer
 from minicaffe.testing import GradientChecker
 from minicaffe.testing.engines import compare_engines
-from tests.strategies import blob_from, blobs, layer_param
-
-needs_device = pytest.mark.skipif(not opencl.available(), reason="no working OpenCL device")
+from tests.strategies import blob_from, blobs, layer_param, needs_device
 
 
 def flatten(**fields):

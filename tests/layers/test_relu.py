@@ -5,18 +5,14 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from minicaffe import common, opencl
+from minicaffe import common
 from minicaffe.blob import Blob
 from minicaffe.common import MinicaffeError
 from minicaffe.layer import create_layer
 from minicaffe.syncedmem import SyncedMemory
 from minicaffe.testing import GradientChecker
 from minicaffe.testing.engines import compare_engines
-from tests.strategies import blob_from, blobs, layer_param
-
-
-
-needs_device = pytest.mark.skipif(not opencl.available(), reason="no working OpenCL device")
+from tests.strategies import blob_from, blobs, layer_param, needs_device, run_one
 
 
 def relu_param(slope=0.0):
@@ -49,22 +45,13 @@ def test_gradient(mode, bottom, slope):
     checker.check_gradient_eltwise(relu(slope), [bottom], [Blob()])
 
 
-def run(layer, bottom, top, dy):
-    layer.setup([bottom], [top])
-    layer.forward([bottom], [top])
-    y = top.cpu_data().copy()
-    top.diff = dy
-    layer.backward([top], [True], [bottom])
-    return y, bottom.cpu_diff().copy()
-
-
 @given(bottom=blobs(), slope=st.one_of(st.just(0.0), st.floats(0.0, 1.0, width=32)),
        seed=st.integers(0, 2**31 - 1))
 def test_in_place_matches_out_of_place(mode, bottom, slope, seed):
     x = bottom.cpu_data().copy()
     dy = np.random.default_rng(seed).uniform(-1, 1, x.shape).astype(np.float32)
-    y, dx = run(relu(slope), blob_from(x), Blob(), dy)
-    y_in, dx_in = run(relu(slope), bottom, bottom, dy)  # top is the bottom blob
+    y, dx = run_one(relu(slope), blob_from(x), Blob(), dy)
+    y_in, dx_in = run_one(relu(slope), bottom, bottom, dy)  # top is the bottom blob
     np.testing.assert_array_equal(y_in, y)
     np.testing.assert_array_equal(dx_in, dx)
 

@@ -7,37 +7,24 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from minicaffe import common, opencl
+from minicaffe import common
 from minicaffe.blob import Blob
 from minicaffe.common import MinicaffeError
 from minicaffe.layer import create_layer
 from minicaffe.syncedmem import SyncedMemory
 from minicaffe.testing import GradientChecker
 from minicaffe.testing.engines import compare_engines
-from tests.strategies import blob_from, blobs, layer_param
-
-
-
-needs_device = pytest.mark.skipif(not opencl.available(), reason="no working OpenCL device")
+from tests.strategies import blob_from, blobs, layer_param, needs_device, run_one
 
 
 def tanh():
     return create_layer(layer_param("TanH"))
 
 
-def run(layer, bottom, top, dy):
-    layer.setup([bottom], [top])
-    layer.forward([bottom], [top])
-    y = top.cpu_data().copy()
-    top.diff = dy
-    layer.backward([top], [True], [bottom])
-    return y, bottom.cpu_diff().copy()
-
-
 def test_known_values(mode):
     # tanh(ln 2) = (2 - 1/2) / (2 + 1/2) = 0.6, and 1 - 0.6^2 = 0.64.
     x = [0.0, math.log(2.0), -math.log(2.0), 50.0]
-    y, dx = run(tanh(), blob_from(x), Blob(), [1, 1, 3, 1])
+    y, dx = run_one(tanh(), blob_from(x), Blob(), [1, 1, 3, 1])
     np.testing.assert_allclose(y, [0.0, 0.6, -0.6, 1.0], atol=1e-6)
     np.testing.assert_allclose(dx, [1.0, 0.64, 1.92, 0.0], atol=1e-6)
 
@@ -54,8 +41,8 @@ def test_gradient(mode, bottom, engine):
 def test_in_place_matches_out_of_place(mode, bottom, seed):
     x = bottom.cpu_data().copy()
     dy = np.random.default_rng(seed).uniform(-1, 1, x.shape).astype(np.float32)
-    y, dx = run(tanh(), blob_from(x), Blob(), dy)
-    y_in, dx_in = run(tanh(), bottom, bottom, dy)  # top is the bottom blob
+    y, dx = run_one(tanh(), blob_from(x), Blob(), dy)
+    y_in, dx_in = run_one(tanh(), bottom, bottom, dy)  # top is the bottom blob
     np.testing.assert_array_equal(y_in, y)
     np.testing.assert_array_equal(dx_in, dx)
 
