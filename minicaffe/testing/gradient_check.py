@@ -10,6 +10,9 @@ here is tested the way Caffe tests it:
   $\frac{E(x + h) - E(x - h)}{2h}$.
 * Analytic and estimated gradients must agree within `threshold` scaled by
   $\max(|a|, |e|, 1)$.
+* `check_gradient_eltwise` is for layers where top element j depends on bottom element
+  j alone: only that element is estimated, and every other element's analytic
+  gradient must be (about) 0, so a layer that leaks gradient sideways still fails.
 * Near a kink (|x - kink| <= kink_range, e.g. ReLU at 0, max pooling ties) the
   comparison is skipped, because finite differences straddle the corner there.
 * The RNG is reseeded before every forward, so stochastic layers (Dropout) draw the
@@ -59,12 +62,22 @@ class GradientChecker:
     # ---- the core
     def check_gradient_single(self, layer, bottom, top, check_bottom, top_id, top_data_id,
                               element_wise: bool = False):
+        """Check the gradient of one objective (all tops, or one top element).
+
+        `check_bottom`: -1 checks every bottom, i >= 0 checks bottom i only, and any value
+        below -1 checks the layer's parameters only (Caffe's convention).
+        """
         if element_wise:
             assert not layer.blobs, "element-wise checks are for layers without parameters"
             assert top_id >= 0 and top_data_id >= 0
-        blobs_to_check = list(layer.blobs)
-        propagate_down = [check_bottom < 0 or i == check_bottom for i in range(len(bottom))]
-        blobs_to_check += [b for b, p in zip(bottom, propagate_down) if p]
+            for i, blob in enumerate(bottom):
+                assert blob.count == top[top_id].count, (
+                    f"element-wise check: bottom {i} has {blob.count} elements, "
+                    f"top {top_id} has {top[top_id].count}")
+        if check_bottom >= len(bottom):
+            raise ValueError(f"check_bottom {check_bottom}: the layer has {len(bottom)} bottom(s)")
+        propagate_down = [check_bottom == -1 or i == check_bottom for i in range(len(bottom))]
+        blobs_to_check = list(layer.blobs) + [b for b, p in zip(bottom, propagate_down) if p]
         assert blobs_to_check, "no blobs to check"
 
         # Analytic gradients: one forward, one backward. Param diffs accumulate in
@@ -78,21 +91,15 @@ class GradientChecker:
 
         for blob_id, blob in enumerate(blobs_to_check):
             for feat_id in range(blob.count):
+                # In an element-wise layer top element j depends on bottom element j alone,
+                # so every other element's true gradient is 0: no need to estimate it, but
+                # the analytic one must still be (about) 0.
                 if element_wise and feat_id != top_data_id:
-                    continue
-                data = blob.mutable_cpu_data().reshape(-1)
-                original = float(data[feat_id])
-                data[feat_id] = original + self.stepsize
-                self._forward(layer, bottom, top)
-                positive = self._objective_and_gradient(top, top_id, top_data_id)
-                data = blob.mutable_cpu_data().reshape(-1)
-                data[feat_id] = original - self.stepsize
-                self._forward(layer, bottom, top)
-                negative = self._objective_and_gradient(top, top_id, top_data_id)
-                blob.mutable_cpu_data().reshape(-1)[feat_id] = original
-                estimated = (positive - negative) / self.stepsize / 2.0
-
-                if self.kink - self.kink_range <= abs(original) <= self.kink + self.kink_range:
+                    estimated = 0.0
+                else:
+                    estimated = self._estimate(layer, bottom, top, blob, feat_id, top_id, top_data_id)
+                feature = abs(float(blob.cpu_data().reshape(-1)[feat_id]))
+                if self.kink - self.kink_range <= feature <= self.kink + self.kink_range:
                     continue
                 analytic = computed[blob_id][feat_id]
                 scale = max(abs(analytic), abs(estimated), 1.0)
@@ -103,6 +110,18 @@ class GradientChecker:
                         f"element {feat_id} (top {top_id}, element {top_data_id}): "
                         f"analytic {analytic:.6g} vs numeric {estimated:.6g}, "
                         f"tolerance {self.threshold * scale:.3g}")
+
+    def _estimate(self, layer, bottom, top, blob, feat_id, top_id, top_data_id) -> float:
+        """The central difference (E(x + h) - E(x - h)) / 2h for one element x of `blob`."""
+        original = float(blob.cpu_data().reshape(-1)[feat_id])
+        blob.mutable_cpu_data().reshape(-1)[feat_id] = original + self.stepsize
+        self._forward(layer, bottom, top)
+        positive = self._objective_and_gradient(top, top_id, top_data_id)
+        blob.mutable_cpu_data().reshape(-1)[feat_id] = original - self.stepsize
+        self._forward(layer, bottom, top)
+        negative = self._objective_and_gradient(top, top_id, top_data_id)
+        blob.mutable_cpu_data().reshape(-1)[feat_id] = original
+        return (positive - negative) / self.stepsize / 2.0
 
     def _forward(self, layer, bottom, top) -> None:
         common.set_random_seed(self.seed)
