@@ -86,8 +86,11 @@ class EltwiseLayer(Layer):
                 y += np.float32(c) * xk
         else:
             mask = self.max_idx.mutable_cpu_data()
-            mask[...] = np.where(x[0] > x[1], 0, 1)
-            y[...] = np.maximum(x[0], x[1])
+            # Caffe's comparison, not np.maximum: the winner's value is copied even when
+            # the loser is NaN (np.maximum would spread the NaN).
+            first_wins = x[0] > x[1]
+            mask[...] = np.where(first_wins, 0, 1)
+            y[...] = np.where(first_wins, x[0], x[1])
             for k, xk in enumerate(x[2:], start=2):
                 wins = xk > y
                 mask[wins] = k

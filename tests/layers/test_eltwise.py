@@ -69,6 +69,20 @@ def test_max_ties_follow_caffe(mode):
     np.testing.assert_array_equal(np.stack(diffs), [[0, 1, 0], [1, 0, 1], [0, 0, 0]])
 
 
+def test_max_with_nan_copies_the_winners_value_as_caffe_does(mode):
+    # Caffe's rule `a > b ? a : b` (then `x_k > y` for k >= 2): a comparison with NaN is
+    # false, so NaN in bottom 0 loses to bottom 1, NaN in bottom 1 wins over bottom 0,
+    # and a NaN running max is never replaced by a later bottom.
+    nan = float("nan")
+    layer = eltwise(operation="MAX")
+    y, diffs = run(layer, [[nan, 1.0, 3.0, 0.0], [2.0, nan, nan, 0.0], [0.0, 5.0, 4.0, nan]], [1, 1, 1, 1])
+    np.testing.assert_array_equal(y, [2.0, nan, nan, 0.0])
+    np.testing.assert_array_equal(layer.max_idx.cpu_data(), [1, 1, 1, 1])
+    np.testing.assert_array_equal(np.stack(diffs), [[0, 0, 0, 0], [1, 1, 1, 1], [0, 0, 0, 0]])
+    y, _ = run(eltwise(operation="MAX"), [[nan, 1.0], [2.0, -1.0]], [1, 1])
+    np.testing.assert_array_equal(y, [2.0, 1.0])  # np.maximum would give [nan, 1]
+
+
 @st.composite
 def eltwise_cases(draw):
     shape = draw(shapes(min_axes=1, max_axes=4, max_side=3))
