@@ -168,3 +168,20 @@ def test_summary_verb_prints_a_table(capsys):
 def test_summary_needs_a_model():
     with pytest.raises(MinicaffeError, match="--model"):
         run_verb(summary, "summary")
+
+
+# ---------------------------------------------------------------- optional libraries
+@pytest.mark.parametrize("verb, module, argv", [
+    ("draw", "pydot", [str(LENET), "net.svg"]),
+    ("plot", "matplotlib", ["train.log", "curves.png"]),
+])
+def test_a_missing_optional_library_is_one_line_naming_what_to_install(tmp_path, monkeypatch, capsys,
+                                                                       verb, module, argv):
+    from minicaffe import cli
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "train.log").write_text(LOG)
+    monkeypatch.setitem(__import__("sys").modules, module, None)  # makes `import module` fail
+    assert cli.main([verb, *argv]) == 1
+    err = capsys.readouterr().err.strip()
+    assert err == (f"minicaffe: error: `minicaffe {verb}` needs {module}, which is not installed: "
+                   f"pip install {module} (or pip install 'minicaffe[docs]')")

@@ -21,6 +21,7 @@ from minicaffe import protoio
 from minicaffe.common import MinicaffeError
 from minicaffe.net import filter_net, upgrade_inputs
 from minicaffe.proto import caffe_pb2
+from minicaffe.tools import optional_import
 
 # Caffe's colours: layers blue, convolutions red, pooling orange, inner products purple.
 LAYER_STYLE = {"shape": "record", "fillcolor": "#6495ED", "style": "filled"}
@@ -63,7 +64,7 @@ def edge_label(layer) -> str:
 
 def net_graph(param, rankdir: str = "LR", phase: str = "ALL"):
     """A pydot.Dot of `param` (a NetParameter), with the layers `phase` keeps."""
-    import pydot
+    pydot = optional_import("pydot", "draw")
 
     if phase not in PHASES:
         raise MinicaffeError(f"--phase must be TRAIN, TEST or ALL, got {phase!r}")

@@ -23,6 +23,7 @@ import re
 from pathlib import Path
 
 from minicaffe.common import MinicaffeError
+from minicaffe.tools import optional_import
 
 _NUMBER = r"([-+]?(?:\d+\.?\d*(?:[eE][-+]?\d+)?|\.\d+(?:[eE][-+]?\d+)?|nan|inf))"
 TRAIN_LOSS = re.compile(r"\] Iteration (\d+) \(.*\), loss = " + _NUMBER)
@@ -70,7 +71,7 @@ def parse_what(flag: str) -> list[str]:
 
 def plot_log(log, out, what=("loss", "accuracy")) -> Path:
     """Plot the curves of `log` into the picture `out` (png, svg or pdf, by extension)."""
-    import matplotlib
+    matplotlib = optional_import("matplotlib", "plot")
     matplotlib.use("Agg")  # no display needed
     import matplotlib.pyplot as plt
 
