@@ -96,7 +96,7 @@ def test_lenet_reaches_acceptance_accuracy_at_2000_iterations(lmdbs, tmp_path):
     assert accuracy >= 0.975
 
 
-@pytest.mark.skipif(not __import__("minicaffe.opencl").opencl.available(), reason="no OpenCL device")
+@pytest.mark.opencl
 def test_engines_agree_on_lenet():
     """Issue acceptance: identical weights and inputs give the same loss, tops and
     gradients on both engines, to 1e-4 absolute."""
@@ -126,7 +126,7 @@ def test_engines_agree_on_lenet():
 
 
 @pytest.mark.slow
-@pytest.mark.skipif(not __import__("minicaffe.opencl").opencl.available(), reason="no OpenCL device")
+@pytest.mark.opencl
 def test_lenet_on_opencl_reaches_acceptance_accuracy(lmdbs, tmp_path):
     solver = get_solver(lenet_solver(lmdbs, tmp_path, mode="gpu", max_iter=2000,
                                      test_interval=10**6, test_initialization=False,

@@ -23,8 +23,7 @@ from minicaffe.testing.lenet import lenet_with_input_layer
 ROOT = Path(__file__).resolve().parents[1]
 BATCH = 16  # LeNet's 64 works too; 16 keeps the test quick on a CPU OpenCL device
 
-pytestmark = pytest.mark.skipif(not opencl.available(),
-                                reason=f"no working OpenCL device: {opencl.why_unavailable()}")
+pytestmark = pytest.mark.opencl
 
 
 @pytest.fixture(autouse=True)
