@@ -95,17 +95,17 @@ def train(args) -> int:
         logger.info("Use CPU.")
         param.solver_mode = caffe_pb2.SolverParameter.CPU
 
+    # The solver loads its `weights` field; the flags replace it, as in Caffe: resuming
+    # takes the weights from the snapshot, and --weights overrides the file's list.
+    if args.snapshot or args.weights:
+        param.ClearField("weights")
+    if args.weights:
+        param.weights.append(args.weights)
     solver = get_solver(param, args.solver, require_device=asked_for_gpu)
     solver.sigint_effect, solver.sighup_effect = args.sigint_effect, args.sighup_effect
     if args.snapshot:
         logger.info("Resuming from %s", args.snapshot)
         solver.restore(args.snapshot)
-    elif args.weights:
-        for weights in args.weights.split(","):
-            logger.info("Finetuning from %s", weights)
-            solver.net.copy_trained_layers_from(weights)
-            for test_net in solver.test_nets:
-                test_net.copy_trained_layers_from(weights)
     logger.info("Starting Optimization")
     solver.solve()
     return 0

@@ -41,7 +41,7 @@ class Layer:
     min_top_blobs = -1
     max_top_blobs = -1
     equal_num_bottom_top_blobs = False
-    # Net creates anonymous tops up to the minimum count (e.g. Data's label).
+    # Net creates anonymous tops up to the required count (loss layers written without a top).
     auto_top_blobs = False
     # Loss layers weigh their first top 1 in the objective unless told otherwise.
     default_loss_weight = 0.0

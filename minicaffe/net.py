@@ -25,6 +25,7 @@ from collections import OrderedDict
 from pathlib import Path
 
 import numpy as np
+from google.protobuf import unknown_fields
 
 from minicaffe import common
 from minicaffe.blob import Blob
@@ -36,6 +37,17 @@ from minicaffe import protoio
 log = logging.getLogger("minicaffe.net")
 
 TRAIN, TEST = caffe_pb2.TRAIN, caffe_pb2.TEST
+PHASES = {"TRAIN": TRAIN, "TEST": TEST}
+
+
+def parse_phase(phase) -> int:
+    """TRAIN / TEST from the enum value (pycaffe's caffe.TRAIN is 0) or its name."""
+    if isinstance(phase, str) and phase.upper() in PHASES:
+        return PHASES[phase.upper()]
+    if isinstance(phase, int) and not isinstance(phase, bool) and phase in PHASES.values():
+        return phase
+    raise MinicaffeError(f"phase must be TRAIN or TEST (minicaffe.TRAIN / minicaffe.TEST, 0 / 1, "
+                         f"or the strings 'TRAIN' / 'TEST'), got {phase!r}")
 
 
 # ---------------------------------------------------------------- step 1: filtering
@@ -184,15 +196,22 @@ class Net:
         Net("lenet.prototxt", "lenet.caffemodel", TEST)  # weights, phase
         Net("lenet.prototxt", TEST, weights="lenet.caffemodel")
         Net(net_parameter)                               # phase from net_parameter.state
+
+    The phase is TRAIN or TEST (0 or 1, as in pycaffe), or the strings "TRAIN" / "TEST".
     """
 
     def __init__(self, model, *args, phase=None, weights=None, level=0, stages=(), source=None):
-        if args and isinstance(args[0], (str, Path)):
+        if args and isinstance(args[0], (str, Path)) and str(args[0]).upper() not in PHASES:
+            if len(args) == 1 and not Path(args[0]).exists():
+                raise MinicaffeError(f"Net({str(model)!r}, {str(args[0])!r}): the second argument is "
+                                     "neither a phase (TRAIN or TEST) nor an existing weights file")
             weights, args = args[0], args[1:]
         if args:
             phase = args[0]
         if len(args) > 1:
             raise TypeError("Net(model, [weights,] phase) takes at most three positional arguments")
+        if phase is not None:
+            phase = parse_phase(phase)
 
         if isinstance(model, caffe_pb2.NetParameter):
             param = caffe_pb2.NetParameter()
@@ -294,14 +313,14 @@ class Net:
                 available[name] = blob_id
                 if layer.type == "Input":
                     self.input_blob_indices.append(blob_id)
-            # Layers like Data may produce tops the prototxt did not name.
-            wanted = max(layer.exact_num_top_blobs, layer.min_top_blobs)
+            # A loss layer written without a top still needs one to hold its loss
+            # (Caffe's AutoTopBlobs). The blob is anonymous: no other layer can read it
+            # and it is not a net output, but its loss weight counts in the objective.
             if layer.auto_top_blobs:
-                while len(tops) < wanted:
-                    blob_id = self._add_blob(f"(automatic) {layer_param.name}[{len(tops)}]", blob_index)
+                while len(tops) < max(layer.exact_num_top_blobs, layer.min_top_blobs):
+                    blob_id = self._add_blob("(automatic)", index={})
                     tops.append(self._blobs[blob_id])
                     top_ids.append(blob_id)
-                    available[self.blob_names[blob_id]] = blob_id
             self.bottom_vecs.append(bottoms)
             self.bottom_id_vecs.append(bottom_ids)
             self.bottom_need_backward.append(bottom_need)
@@ -397,9 +416,10 @@ class Net:
                 values[learnable_id] = getattr(spec, field)
         log.info("Sharing parameters '%s' owned by layer '%s', param index %d",
                  name, owner_layer, self.param_layer_indices[owner_id][1])
+        # The memory is shared; each layer keeps its own shape (PERMISSIVE sharing
+        # lets a 2x3 weight and a 3x2 one use the same six values).
         blob.share_data(owner)
         blob.share_diff(owner)
-        blob.reshape(owner.shape)
 
     def _decide_backward(self, force_backward: bool) -> None:
         """Caffe's backward-need analysis, walking from the last layer to the first."""
@@ -570,12 +590,16 @@ class Net:
 
         Layers missing from this net are ignored (that is how finetuning works); a layer
         whose parameter shapes differ is an error: rename it to learn it from scratch.
+        Which learnable layers got weights, and which kept their fillers, is logged; a
+        file that gives weights to none of them is an error, since the net would then
+        compute on its random initialisation as if it had been trained.
         """
         if isinstance(weights, caffe_pb2.NetParameter):
             source, where = weights, "the given NetParameter"
         else:
             where = str(weights)
             source = protoio.read_binary(weights, caffe_pb2.NetParameter())
+        copied = []
         for src in source.layer:
             if src.name not in self.layer_dict:
                 log.info("Ignoring source layer %s", src.name)
@@ -597,6 +621,26 @@ class Net:
                         f"mismatch: the file has {stored.shape}, the net has {blob.shape}. To learn "
                         "this layer's parameters from scratch rather than copying them, rename the layer.")
                 blob.mutable_cpu_data()[...] = stored.cpu_data()
+            if target.blobs:
+                copied.append(src.name)
+        self._report_copied_layers(where, source, copied)
+
+    def _report_copied_layers(self, where: str, source, copied: list[str]) -> None:
+        learnable = [name for name, layer in self.layer_dict.items() if layer.blobs]
+        missing = [name for name in learnable if name not in copied]
+        if learnable and not copied:
+            legacy = any(field.field_number == 2 for field in unknown_fields.UnknownFieldSet(source))
+            hint = ("it holds Caffe's legacy V1 `layers`, which minicaffe does not read yet; "
+                    "upgrade it with Caffe's upgrade_net_proto_binary" if legacy else
+                    f"its layers are {[layer.name for layer in source.layer][:12]}")
+            raise MinicaffeError(f"{where}: no layer of net {self.name!r} got weights from this file "
+                                 f"({hint}); the net's learnable layers are {learnable}. Layers are "
+                                 "matched by name.")
+        log.info("Weights from %s: copied for %d of %d learnable layers%s", where, len(copied),
+                 len(learnable), f" ({', '.join(copied)})" if copied else "")
+        if missing:
+            log.warning("Layers %s got no weights from %s and keep their filler initialisation",
+                        ", ".join(missing), where)
 
     copy_from = copy_trained_layers_from
 

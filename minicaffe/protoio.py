@@ -64,12 +64,29 @@ def read_solver_param(path) -> caffe_pb2.SolverParameter:
     return read_text(path, caffe_pb2.SolverParameter())
 
 
+def current_umask() -> int:
+    """The process's umask (reading it means setting it, so set it straight back)."""
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
 def write_atomic(path, data: bytes) -> None:
-    """Write `data` to `path` through a temporary file and a rename."""
+    """Write `data` to `path` through a temporary file and a rename.
+
+    The folder must exist, as in Caffe (no folder is created behind the user's back). The
+    file gets the permissions any new file gets (0666 less the umask): mkstemp makes its
+    temporary file private (0600), and the rename would otherwise keep that.
+    """
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    if not path.parent.is_dir():
+        raise MinicaffeError(f"cannot write {path}: the directory {path.parent} does not exist")
     try:
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    except OSError as err:
+        raise MinicaffeError(f"cannot write {path}: {err.strerror}") from None
+    try:
+        os.fchmod(fd, 0o666 & ~current_umask())
         with os.fdopen(fd, "wb") as f:
             f.write(data)
             f.flush()

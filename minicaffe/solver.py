@@ -157,8 +157,8 @@ def check_lr_policy(param: SolverParameter, source: str) -> None:
                              f"{', '.join(LR_POLICIES)}")
     if policy in ("step", "sigmoid") and param.stepsize <= 0:
         raise MinicaffeError(f"{source}: lr_policy {policy!r} needs stepsize > 0, got {param.stepsize}")
-    # sigmoid takes any gamma: a negative one makes the rate decay instead of rise.
-    if policy in ("step", "exp", "inv", "multistep") and param.gamma < 0:
+    # Caffe checks gamma >= 0 for every policy that reads gamma, sigmoid included.
+    if policy in ("step", "exp", "inv", "multistep", "sigmoid") and param.gamma < 0:
         raise MinicaffeError(f"{source}: lr_policy {policy!r} needs gamma >= 0, got {fmt(param.gamma)}")
     if policy == "poly" and param.max_iter <= 0:
         raise MinicaffeError(f"{source}: lr_policy 'poly' needs max_iter > 0, got {param.max_iter}")
@@ -313,6 +313,7 @@ class Solver:
             common.set_random_seed(param.random_seed)
         self.net: Net = self.init_train_net()
         self.test_nets: list[Net] = self.init_test_nets()
+        self.load_weights()
         self.mean_scores: list[list[float]] = [[] for _ in self.test_nets]
         logger.info("Solver scaffolding done.")
         self.iter = 0
@@ -338,11 +339,19 @@ class Solver:
                                  "use BINARYPROTO (the default)")
 
     def check_snapshot_write_permissions(self) -> None:
-        """Fail now, not after hours of training, if snapshots cannot be written."""
+        """Fail now, not after hours of training, if snapshots cannot be written.
+
+        As in Caffe, the prefix's directory must exist: it is never created for you.
+        """
         if not self.param.snapshot:
             return
         if not self.param.HasField("snapshot_prefix"):
             raise MinicaffeError(f"{self.source}: snapshot is set but snapshot_prefix is not")
+        folder = Path(self.param.snapshot_prefix).parent
+        if not folder.is_dir():
+            raise MinicaffeError(f"{self.source}: snapshot_prefix {self.param.snapshot_prefix!r} is in "
+                                 f"the directory {str(folder)!r}, which does not exist; create it "
+                                 f"(mkdir -p {folder}) or change snapshot_prefix")
         probe = self.snapshot_filename(".tempfile", 0)
         try:
             with open(probe, "w"):
@@ -430,6 +439,16 @@ class Solver:
             logger.info("Creating test net (#%d) specified by %s", i, where)
             nets.append(Net(copy, source=where))
         return nets
+
+    def load_weights(self) -> None:
+        """Finetune from the `weights` field: each entry is a ','-separated list of
+        .caffemodel files, copied into the train net and every test net (Caffe's
+        LoadNetWeights). `minicaffe train --weights W` puts W there."""
+        for entry in self.param.weights:
+            for path in (name.strip() for name in entry.split(",")):
+                logger.info("Finetuning from %s", path)
+                for net in (self.net, *self.test_nets):
+                    net.copy_trained_layers_from(path)
 
     def presolve(self) -> None:
         """Subclasses allocate their history here (Caffe's PreSolve)."""

@@ -77,6 +77,32 @@ def test_finetune_from_weights(workdir, capsys):
     assert code == 0 and "Finetuning from snaps/tiny_iter_4.caffemodel" in err
 
 
+def test_solver_weights_field_and_the_flags_that_replace_it(workdir, capsys):
+    # Caffe: the solver's `weights` are loaded into every net; --weights replaces them and
+    # --snapshot clears them (the snapshot names its own weights).
+    assert run(capsys, "train", "--solver", "solver.prototxt")[0] == 0
+    os.rename("snaps/tiny_iter_2.caffemodel", "snaps/two.caffemodel")
+    os.rename("snaps/tiny_iter_4.caffemodel", "snaps/four.caffemodel")
+    with open("solver.prototxt", "a") as f:
+        f.write('weights: "snaps/two.caffemodel"\n')
+    code, err = run(capsys, "train", "--solver", "solver.prototxt")
+    assert code == 0 and "Finetuning from snaps/two.caffemodel" in err
+    code, err = run(capsys, "train", "--solver", "solver.prototxt", "--weights", "snaps/four.caffemodel")
+    assert code == 0 and "Finetuning from snaps/four.caffemodel" in err and "two.caffemodel" not in err
+    code, err = run(capsys, "train", "--solver", "solver.prototxt", "--snapshot", "snaps/tiny_iter_2.solverstate")
+    assert code == 0 and "Finetuning from" not in err
+
+
+def test_test_verb_refuses_weights_that_fit_no_layer(workdir, capsys):
+    assert run(capsys, "train", "--solver", "solver.prototxt")[0] == 0
+    renamed = protoio.read_net_param("snaps/tiny_iter_4.caffemodel")
+    for layer in renamed.layer:
+        layer.name = "renamed_" + layer.name
+    protoio.write_binary("renamed.caffemodel", renamed)
+    code, err = run(capsys, "test", "--model", "net.prototxt", "--weights", "renamed.caffemodel")
+    assert_one_paragraph_error(code, err, "renamed.caffemodel: no layer of net", "got weights")
+
+
 def test_test_verb_prints_batches_and_means(workdir, capsys):
     assert run(capsys, "train", "--solver", "solver.prototxt")[0] == 0
     code, err = run(capsys, "test", "--model", "net.prototxt", "--weights", "snaps/tiny_iter_4.caffemodel",
@@ -135,12 +161,7 @@ def test_solver_mode_gpu_without_opencl_warns_and_trains_on_numpy(workdir, capsy
     assert common.mode() == common.CPU and os.path.exists("snaps/tiny_iter_4.caffemodel")
 
 
-def opencl_works():
-    from minicaffe import opencl
-    return opencl.available()
-
-
-needs_opencl = pytest.mark.skipif("not opencl_works()", reason="no working OpenCL device")
+needs_opencl = pytest.mark.opencl
 
 
 @needs_opencl
@@ -177,12 +198,10 @@ def time_report(err):
     return per_layer, totals
 
 
-@pytest.mark.parametrize("engine", ["cpu", "gpu"])
+@pytest.mark.parametrize("engine", ["cpu", pytest.param("gpu", marks=pytest.mark.opencl)])
 def test_time_reports_every_layer_like_caffe(workdir, capsys, engine, monkeypatch):
     argv = ["time", "--model", "net.prototxt", "--iterations", "3"]
     if engine == "gpu":
-        if not opencl_works():
-            pytest.skip("no working OpenCL device")
         from minicaffe.layer import layer_registry
         if not layer_registry()["InnerProduct"].has_gpu() or not layer_registry()["EuclideanLoss"].has_gpu():
             pytest.skip("InnerProduct / EuclideanLoss have no OpenCL kernel yet")

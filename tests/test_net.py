@@ -229,3 +229,77 @@ def test_pycaffe_forward_and_backward():
     assert set(diffs) == {"x", "y"} and diffs["x"].shape == (4, 3) and np.abs(diffs["x"]).sum() > 0
     with pytest.raises(MinicaffeError, match="'z' is not an input"):
         net.forward(z=np.ones(3))
+
+
+# ---- phases given as pycaffe does, or as strings
+def test_phase_as_enum_or_string_and_bad_phases(tmp_path):
+    path = tmp_path / "net.prototxt"
+    path.write_text(TWO_HEADS)
+    for phase, expected in ((TEST, TEST), (TRAIN, TRAIN), ("TEST", TEST), ("train", TRAIN)):
+        assert Net(str(path), phase).phase == expected
+        assert Net(str(path), phase=phase).phase == expected
+    for bad in (2, -1, "VALIDATE", True):
+        with pytest.raises(MinicaffeError, match="phase must be TRAIN or TEST"):
+            Net(str(path), phase=bad)
+    with pytest.raises(MinicaffeError, match="neither a phase .* nor an existing weights file"):
+        Net(str(path), "TSET")
+
+
+# ---- permissive sharing: one memory, each layer's own shape
+def test_permissive_sharing_keeps_each_layers_shape():
+    net = make_net("""
+      layer { name: "in" type: "Input" top: "x" top: "z"
+              input_param { shape { dim: 1 dim: 3 } shape { dim: 1 dim: 2 } } }
+      layer { name: "a" type: "InnerProduct" bottom: "x" top: "a" param { name: "w" }
+              inner_product_param { num_output: 2 bias_term: false } }
+      layer { name: "b" type: "InnerProduct" bottom: "z" top: "b"
+              param { name: "w" share_mode: PERMISSIVE }
+              inner_product_param { num_output: 3 bias_term: false } }""")
+    wa, wb = net.params["a"][0], net.params["b"][0]
+    assert wa.shape == (2, 3) and wb.shape == (3, 2)
+    wa.data[...] = [[1, 2, 3], [4, 5, 6]]  # the six shared values, read as 3x2 by layer b
+    np.testing.assert_array_equal(wb.data, [[1, 2], [3, 4], [5, 6]])
+    out = net.forward(x=[[1, 0, -1]], z=[[1, 10]])
+    np.testing.assert_array_equal(out["a"], [[1 - 3, 4 - 6]])
+    np.testing.assert_array_equal(out["b"], [[1 + 20, 3 + 40, 5 + 60]])
+    assert len(net.learnable_params) == 1
+
+
+# ---- loss layers without a top get an anonymous one (Caffe's AutoTopBlobs)
+def test_a_loss_layer_without_a_top_still_counts():
+    net = make_net("""
+      force_backward: true
+      layer { name: "in" type: "Input" top: "x" top: "label"
+              input_param { shape { dim: 2 dim: 3 } shape { dim: 2 } } }
+      layer { name: "loss" type: "SoftmaxWithLoss" bottom: "x" bottom: "label" }""")
+    net.blobs["x"].data[...] = [[0, 0, 0], [np.log(2), 0, 0]]
+    net.blobs["label"].data[...] = [1, 0]
+    # -log softmax: log 3 for the uniform row; -log(2 / 4) = log 2 for the other.
+    assert net.forward_loss() == pytest.approx((np.log(3) + np.log(2)) / 2, rel=1e-6)
+    assert net.outputs == [] and "(automatic)" in net.blob_names
+    net.backward_all()
+    assert np.abs(net.blobs["x"].diff).sum() > 0  # the loss drives the gradient
+
+
+# ---- loading weights never leaves the net silently on its fillers
+def test_weights_that_match_no_layer_are_an_error(tmp_path, caplog):
+    make_net(TWO_HEADS.replace('name: "a"', 'name: "other_a"').replace('name: "b"', 'name: "other_b"')) \
+        .save(tmp_path / "other.caffemodel")
+    with pytest.raises(MinicaffeError, match=r"other.caffemodel: no layer of net 'two_heads' got weights "
+                                             r".*learnable layers are \['a', 'b'\]"):
+        Net(net_param(TWO_HEADS), TEST, weights=str(tmp_path / "other.caffemodel"))
+    # A legacy V1 file (field 2, `layers`, holding one layer named conv1) is recognised.
+    v1 = tmp_path / "v1.caffemodel"
+    v1.write_bytes(b"\x12\x07\x22\x05conv1")
+    with pytest.raises(MinicaffeError, match="legacy V1 `layers`"):
+        make_net(TWO_HEADS).copy_from(str(v1))
+
+
+def test_partly_matching_weights_say_which_layers_kept_their_fillers(tmp_path, caplog):
+    make_net(TWO_HEADS.replace('name: "b"', 'name: "other_b"')).save(tmp_path / "half.caffemodel")
+    with caplog.at_level("INFO", logger="minicaffe.net"):
+        make_net(TWO_HEADS).copy_from(str(tmp_path / "half.caffemodel"))
+    assert "copied for 1 of 2 learnable layers (a)" in caplog.text
+    warnings = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
+    assert warnings == [f"Layers b got no weights from {tmp_path / 'half.caffemodel'} and keep their "
+                        "filler initialisation"]

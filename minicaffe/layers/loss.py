@@ -47,6 +47,7 @@ def launch_total(file: str, name: str, n: int, *args) -> None:
 class LossLayer(Layer):
     exact_num_bottom_blobs = 2
     exact_num_top_blobs = 1
+    auto_top_blobs = True  # a loss layer may be written without a top
     default_loss_weight = 1.0
 
     def reshape(self, bottom, top):
