@@ -1,5 +1,7 @@
 """The project's shape, enforced: numpy layers paired with kernels, README and CI in step."""
 import inspect
+import shutil
+import subprocess
 import re
 from pathlib import Path
 
@@ -54,3 +56,26 @@ def test_ci_runs_the_readme_test_command_verbatim():
     _, test = readme_commands()
     lines = [l for l in (ROOT / ".ci" / "run").read_text().splitlines() if l and not l.startswith("#")]
     assert lines[-1] == test
+
+
+def git(*args) -> subprocess.CompletedProcess:
+    return subprocess.run(["git", *args], cwd=ROOT, capture_output=True, text=True)
+
+
+needs_git = pytest.mark.skipif(shutil.which("git") is None or not (ROOT / ".git").exists(),
+                               reason="not a git checkout")
+
+
+@needs_git
+def test_no_tracked_file_is_one_gitignore_ignores():
+    # e.g. internal notes committed before their folder was ignored
+    tracked_but_ignored = git("ls-files", "--cached", "--ignored", "--exclude-standard").stdout.split()
+    assert tracked_but_ignored == []
+
+
+@needs_git
+def test_what_the_readme_commands_create_is_ignored():
+    made = ["lenet.svg", "curves.png", "train.log", "examples/mnist/mnist_train_lmdb/",
+            "examples/mnist/lenet_iter_10000.caffemodel", "examples/mnist/lenet_iter_10000.solverstate"]
+    ignored = git("check-ignore", "--no-index", *made).stdout.split()
+    assert ignored == made
