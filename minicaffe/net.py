@@ -185,6 +185,29 @@ def insert_splits(param):
     return out
 
 
+# ---------------------------------------------------------------- numbers for the logs
+
+def _fmt(x: float) -> str:
+    """A number as the logs print it (minicaffe.log.format_number: glog's 6 digits).
+
+    Imported on first use: importing minicaffe.log installs the glog handler, which a
+    plain `import minicaffe` leaves to the application.
+    """
+    from minicaffe.log import format_number
+    return format_number(x)
+
+
+def _mean_abs(values: np.ndarray) -> float:
+    """asum / count, Caffe's measure of a blob in debug_info (NaN for an empty blob, as 0/0)."""
+    if not values.size:
+        return float("nan")
+    return float(np.abs(values, dtype=np.float64).sum()) / values.size
+
+
+def _all_finite(values: np.ndarray) -> bool:
+    return bool(np.isfinite(values).all())
+
+
 # ---------------------------------------------------------------- the Net
 
 class Net:
@@ -239,6 +262,9 @@ class Net:
         param = insert_splits(filter_net(upgrade_inputs(in_param)))
         self.name = param.name
         self.param = param
+        # Log each layer's mean |value| as it runs (Caffe's debug_info); the solver
+        # turns this on and off by its own debug_info field and display interval.
+        self.debug_info = param.debug_info
 
         self.layers: list = []
         self.layer_names: list[str] = []
@@ -471,12 +497,16 @@ class Net:
         loss = 0.0
         for i in range(start, end + 1):
             loss += self.layers[i].forward(self.bottom_vecs[i], self.top_vecs[i])
+            if self.debug_info:
+                self.forward_debug_info(i)
         return loss
 
     def backward_from_to(self, start: int, end: int) -> None:
         for i in range(start, end - 1, -1):
             if self.layer_need_backward[i]:
                 self.layers[i].backward(self.top_vecs[i], self.bottom_need_backward[i], self.bottom_vecs[i])
+                if self.debug_info:
+                    self.backward_debug_info(i)
 
     def forward_loss(self) -> float:
         """One forward pass through every layer; returns the weighted loss."""
@@ -484,6 +514,8 @@ class Net:
 
     def backward_all(self) -> None:
         self.backward_from_to(len(self.layers) - 1, 0)
+        if self.debug_info:
+            self.params_debug_info()
 
     def forward_backward(self) -> float:
         loss = self.forward_loss()
@@ -502,6 +534,134 @@ class Net:
     def reshape(self) -> None:
         for i, layer in enumerate(self.layers):
             layer.reshape(self.bottom_vecs[i], self.top_vecs[i])
+
+    # ---- debug_info: what each layer computed, as Caffe logs it
+    def forward_debug_info(self, layer_id: int) -> None:
+        """`    [Forward] Layer ip1, top blob ip1 data: 0.31`, then one line per param blob.
+
+        Values are mean absolute values (asum / count), as in Caffe's ForwardDebugInfo;
+        a param blob goes by its `param { name }` when it has one, else by its index.
+        """
+        name = self.layer_names[layer_id]
+        for blob_id, blob in zip(self.top_id_vecs[layer_id], self.top_vecs[layer_id]):
+            log.info("    [Forward] Layer %s, top blob %s data: %s",
+                     name, self.blob_names[blob_id], _fmt(_mean_abs(blob.cpu_data())))
+        for param_id, blob in enumerate(self.layers[layer_id].blobs):
+            display = self.param_display_names[self.param_layer_indices.index((layer_id, param_id))]
+            log.info("    [Forward] Layer %s, param blob %s data: %s",
+                     name, display, _fmt(_mean_abs(blob.cpu_data())))
+
+    def backward_debug_info(self, layer_id: int) -> None:
+        """`    [Backward] Layer ip1, bottom blob data diff: 0.01` for each bottom that takes a
+        gradient, then each param blob that learns (by index, where Caffe's forward lines
+        use the param's name)."""
+        name, layer = self.layer_names[layer_id], self.layers[layer_id]
+        for j, blob_id in enumerate(self.bottom_id_vecs[layer_id]):
+            if self.bottom_need_backward[layer_id][j]:
+                log.info("    [Backward] Layer %s, bottom blob %s diff: %s", name,
+                         self.blob_names[blob_id], _fmt(_mean_abs(self._blobs[blob_id].cpu_diff())))
+        for param_id, blob in enumerate(layer.blobs):
+            if layer.param_propagate(param_id):
+                log.info("    [Backward] Layer %s, param blob %d diff: %s",
+                         name, param_id, _fmt(_mean_abs(blob.cpu_diff())))
+
+    def params_debug_info(self) -> None:
+        """The L1 and L2 norms of all learnable params' data and diff, after a full backward.
+
+        Caffe logs this line at ERROR severity (so it shows even with GLOG_minloglevel=1).
+        """
+        l1_data = l1_diff = sq_data = sq_diff = 0.0
+        for blob in self.learnable_params:
+            data, diff = blob.cpu_data().astype(np.float64), blob.cpu_diff().astype(np.float64)
+            l1_data += float(np.abs(data).sum())
+            l1_diff += float(np.abs(diff).sum())
+            sq_data += float(np.square(data).sum())
+            sq_diff += float(np.square(diff).sum())
+        log.error("    [Backward] All net params (data, diff): L1 norm = (%s, %s); L2 norm = (%s, %s)",
+                  _fmt(l1_data), _fmt(l1_diff), _fmt(np.sqrt(sq_data)), _fmt(np.sqrt(sq_diff)))
+
+    # ---- non-finite values: where did they come from?
+    def find_non_finite(self) -> str | None:
+        """Where the last forward/backward pass first had a NaN or an infinity, in words;
+        None when every weight, top and diff is finite.
+
+        The solver calls this once the loss is non-finite, so it costs nothing while
+        training goes well. It looks in the order the values came to be: the weights
+        (there before the pass; an earlier update may have blown them up), then the tops
+        in forward order, then, if every top is finite, the bottom and param diffs in
+        backward order. It reads the blobs as the pass left them, which is exact for a
+        blob that one layer writes; see `_first_non_finite_top` for in-place layers.
+        """
+        for layer_id, layer in enumerate(self.layers):
+            for param_id, blob in enumerate(layer.blobs):
+                if not _all_finite(blob.cpu_data()):
+                    return (f"the weights are not finite, starting with param blob {param_id} of "
+                            f"layer {self.layer_names[layer_id]!r} ({layer.type}): an earlier update "
+                            "diverged (try a lower base_lr, or clip_gradients) or the weights "
+                            "loaded were not finite")
+        found = self._first_non_finite_top()
+        if found is not None:
+            layer_id, blob_id = found
+            return (f"the first non-finite value appeared in the forward pass at layer "
+                    f"{self.layer_names[layer_id]!r} ({self.layers[layer_id].type}), "
+                    f"top blob {self.blob_names[blob_id]!r}")
+        # The backward pass is not re-run (param diffs would add up twice): a diff that
+        # in-place layers rewrite is blamed on its first writer in backward order.
+        for layer_id in reversed(range(len(self.layers))):
+            if not self.layer_need_backward[layer_id]:
+                continue
+            layer = self.layers[layer_id]
+            where = f"backward pass at layer {self.layer_names[layer_id]!r} ({layer.type})"
+            for j, blob_id in enumerate(self.bottom_id_vecs[layer_id]):
+                if not self.bottom_need_backward[layer_id][j]:
+                    continue
+                if not _all_finite(self._blobs[blob_id].cpu_diff()):
+                    return (f"every top is finite; the first non-finite value appeared in the {where}, "
+                            f"bottom blob {self.blob_names[blob_id]!r} diff")
+            for param_id, blob in enumerate(layer.blobs):
+                if layer.param_propagate(param_id) and not _all_finite(blob.cpu_diff()):
+                    return (f"every top is finite; the first non-finite value appeared in the {where}, "
+                            f"param blob {param_id} diff")
+        return None
+
+    def _first_non_finite_top(self) -> tuple[int, int] | None:
+        """(layer id, blob id) of the first layer, in forward order, whose top became non-finite.
+
+        In-place layers (`ip1 -> relu1 -> ip1`) leave only the last writer's values in a
+        blob, so a non-finite blob with several writers is re-run from its first writer's
+        bottoms, checking after each writer. Those bottoms still hold what the first writer
+        read: a blob that another layer also reads gets a Split, so nothing rewrites it in
+        place. A chain that starts at a layer without bottoms (Data, Input) is not re-run,
+        as a data layer would read the next batch: that layer is named. As the culprit of
+        a chain may come after other layers, the scan goes on up to it.
+        """
+        writers: dict[int, list[int]] = {}
+        for layer_id, top_ids in enumerate(self.top_id_vecs):
+            for blob_id in top_ids:
+                writers.setdefault(blob_id, []).append(layer_id)
+        found = None
+        for layer_id, top_ids in enumerate(self.top_id_vecs):
+            if found is not None and found[0] < layer_id:
+                break
+            for blob_id in top_ids:
+                chain = writers[blob_id]
+                if chain[0] != layer_id or _all_finite(self._blobs[blob_id].cpu_data()):
+                    continue  # later writers of a blob are judged with its first one
+                culprit = self._first_non_finite_writer(blob_id, chain)
+                if found is None or culprit < found[0]:
+                    found = (culprit, blob_id)
+        return found
+
+    def _first_non_finite_writer(self, blob_id: int, chain: list[int]) -> int:
+        """The layer of `chain` (the layers writing `blob_id`, in order) that made it non-finite."""
+        if len(chain) == 1 or not self.bottom_vecs[chain[0]]:
+            return chain[0]
+        blob = self._blobs[blob_id]
+        for layer_id in chain:
+            self.layers[layer_id].forward(self.bottom_vecs[layer_id], self.top_vecs[layer_id])
+            if not _all_finite(blob.cpu_data()):
+                return layer_id
+        return chain[0]  # a random layer (Dropout) came out finite this time
 
     # ---- pycaffe's conveniences
     @property

@@ -437,7 +437,9 @@ class Solver:
                 state.MergeFrom(p.test_state[i])
             copy.state.CopyFrom(state)
             logger.info("Creating test net (#%d) specified by %s", i, where)
-            nets.append(Net(copy, source=where))
+            net = Net(copy, source=where)
+            net.debug_info = p.debug_info  # the solver's debug_info wins, as in Caffe
+            nets.append(net)
         return nets
 
     def load_weights(self) -> None:
@@ -472,9 +474,14 @@ class Solver:
                     if self.requested_early_exit:
                         break  # a stop was asked for while testing
                 display = p.display and self.iter % p.display == 0
+                # Per-layer debug lines only on the iterations that display, as in Caffe.
+                self.net.debug_info = bool(display and p.debug_info)
                 loss = 0.0
                 for _ in range(p.iter_size):
-                    loss += self.net.forward_backward()
+                    pass_loss = self.net.forward_backward()
+                    if not math.isfinite(pass_loss):
+                        self.stop_on_non_finite_loss(pass_loss)
+                    loss += pass_loss
                 loss /= p.iter_size
                 self.update_smoothed_loss(loss, start_iter, p.average_loss)
                 if display:
@@ -496,6 +503,21 @@ class Solver:
                 if request == SolverAction.STOP:
                     self.requested_early_exit = True
                     break
+
+    def stop_on_non_finite_loss(self, loss: float) -> None:
+        """Stop training: the loss of this iteration's pass is NaN or infinite.
+
+        Caffe trains on, logging `loss = nan` until max_iter; nothing can be learned from
+        there, so minicaffe stops with a MinicaffeError naming the iteration and where the
+        first non-finite value appeared (`Net.find_non_finite`, which reads the pass just
+        run: checked after each pass, so with iter_size > 1 the guilty pass is the one
+        read). Only this scalar check runs on every iteration. No snapshot is written:
+        the weights are diverging, and the last snapshot holds better ones.
+        """
+        where = self.net.find_non_finite() or (
+            "every top, diff and weight is finite, so the weighted sum of the loss blobs overflowed")
+        raise MinicaffeError(f"iteration {self.iter}: loss is {fmt(loss)}; {where}. Training "
+                             "stopped without writing a snapshot.")
 
     def solve(self, resume_file=None) -> None:
         """Train to `max_iter` (resuming from a .solverstate if given), then snapshot and test."""
