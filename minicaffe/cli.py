@@ -25,6 +25,8 @@ import argparse
 import logging
 import sys
 
+import numpy as np
+
 from minicaffe import log as glog  # noqa: F401  (installs the glog handler)
 from minicaffe.common import MinicaffeError
 
@@ -107,7 +109,10 @@ def train(args) -> int:
         logger.info("Resuming from %s", args.snapshot)
         solver.restore(args.snapshot)
     logger.info("Starting Optimization")
-    solver.solve()
+    # numpy's overflow warnings would only repeat, less precisely, what the solver says when
+    # the loss stops being finite (the iteration and the first layer at fault).
+    with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
+        solver.solve()
     return 0
 
 
