@@ -16,6 +16,11 @@ device works (you asked for it). Without `--gpu`, a solver file's `solver_mode: 
 (Caffe's examples set it) uses the device when one works, and otherwise warns in one
 line and trains on numpy.
 
+Signals, as in Caffe: SIGINT (Ctrl-C) stops training after the current iteration (the
+final snapshot is written if snapshot_after_train, the default), SIGHUP writes a
+snapshot and carries on; `--sigint_effect` / `--sighup_effect` choose stop, snapshot
+or none for each.
+
 Logs go to stderr in glog's format. A user error (a missing file, a typo in a prototxt,
 a bad flag combination) prints one paragraph, `minicaffe: error: ...`, and exits 1.
 """
@@ -71,7 +76,7 @@ def _select_engine(args) -> None:
 
 def train(args) -> int:
     from minicaffe.proto import caffe_pb2
-    from minicaffe.solver import read_solver_file
+    from minicaffe.solver import SignalHandler, read_solver_file
     from minicaffe.solvers import get_solver
 
     if not args.solver:
@@ -103,16 +108,20 @@ def train(args) -> int:
         param.ClearField("weights")
     if args.weights:
         param.weights.append(args.weights)
-    solver = get_solver(param, args.solver, require_device=asked_for_gpu)
-    solver.sigint_effect, solver.sighup_effect = args.sigint_effect, args.sighup_effect
-    if args.snapshot:
-        logger.info("Resuming from %s", args.snapshot)
-        solver.restore(args.snapshot)
-    logger.info("Starting Optimization")
-    # numpy's overflow warnings would only repeat, less precisely, what the solver says when
-    # the loss stops being finite (the iteration and the first layer at fault).
-    with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
-        solver.solve()
+    # As in caffe.cpp, the handler is in place before the solver is built: a signal
+    # while the nets are set up or the snapshot is restored is not lost (nor fatal),
+    # but acted on at the first iteration's check.
+    with SignalHandler(args.sigint_effect, args.sighup_effect) as signals:
+        solver = get_solver(param, args.solver, require_device=asked_for_gpu)
+        solver.action_request_function = signals.check_for_signals
+        if args.snapshot:
+            logger.info("Resuming from %s", args.snapshot)
+            solver.restore(args.snapshot)
+        logger.info("Starting Optimization")
+        # numpy's overflow warnings would only repeat, less precisely, what the solver
+        # says when the loss stops being finite (the iteration and the first layer at fault).
+        with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
+            solver.solve()
     return 0
 
 
