@@ -65,7 +65,7 @@ def _one_device(gpus: list[int]) -> list[int]:
 
 def _select_engine(args) -> None:
     """`test` and `time`: --gpu N runs on OpenCL device N (an error if it cannot), else numpy."""
-    from minicaffe.solver import select_mode
+    from minicaffe.engine import select_mode
     gpus = _one_device(parse_gpus(args.gpu))
     if not gpus:
         logger.info("Use CPU.")
@@ -76,7 +76,8 @@ def _select_engine(args) -> None:
 
 def train(args) -> int:
     from minicaffe.proto import caffe_pb2
-    from minicaffe.solver import SignalHandler, read_solver_file
+    from minicaffe.signals import SignalHandler
+    from minicaffe.solver import read_solver_file
     from minicaffe.solvers import get_solver
 
     if not args.solver:

@@ -34,8 +34,6 @@ import contextlib
 import logging
 import math
 import os
-import signal
-import threading
 import time
 from pathlib import Path
 
@@ -44,8 +42,10 @@ from google.protobuf import text_format
 from minicaffe import common, protoio
 from minicaffe import log as glog
 from minicaffe.common import MinicaffeError
+from minicaffe.engine import select_mode
 from minicaffe.net import Net
 from minicaffe.proto import caffe_pb2
+from minicaffe.signals import SignalHandler, SolverAction
 
 logger = logging.getLogger(__name__)
 fmt = glog.format_number
@@ -57,22 +57,6 @@ LR_POLICIES = ("fixed", "step", "exp", "inv", "multistep", "poly", "sigmoid")
 _SOLVER_TYPE_NAMES = {SolverParameter.SGD: "SGD", SolverParameter.NESTEROV: "Nesterov",
                       SolverParameter.ADAGRAD: "AdaGrad", SolverParameter.RMSPROP: "RMSProp",
                       SolverParameter.ADADELTA: "AdaDelta", SolverParameter.ADAM: "Adam"}
-
-_REGISTRY: dict[str, type["Solver"]] = {}
-
-
-def register_solver(cls):
-    """Class decorator: make `cls` buildable by its SolverParameter `type` name."""
-    if _REGISTRY.get(cls.type, cls) is not cls:
-        raise TypeError(f"solver type {cls.type!r} registered twice")
-    _REGISTRY[cls.type] = cls
-    return cls
-
-
-def solver_registry() -> dict[str, type["Solver"]]:
-    import minicaffe.solvers  # noqa: F401  (importing the package registers every solver)
-    return dict(_REGISTRY)
-
 
 # ---------------------------------------------------------------- reading solver files
 
@@ -162,118 +146,6 @@ def check_lr_policy(param: SolverParameter, source: str) -> None:
         raise MinicaffeError(f"{source}: lr_policy {policy!r} needs gamma >= 0, got {fmt(param.gamma)}")
     if policy == "poly" and param.max_iter <= 0:
         raise MinicaffeError(f"{source}: lr_policy 'poly' needs max_iter > 0, got {param.max_iter}")
-
-
-# ---------------------------------------------------------------- engine choice
-
-def opencl_problem() -> str:
-    """Why the OpenCL engine cannot run on the selected device ("" when it can).
-
-    No pyopencl, no platform, no device, or a driver that fails the probe kernel are
-    answers (the caller decides whether they are fatal). A device index that does not
-    exist while others do is the user's typo, so it raises MinicaffeError, naming the
-    devices there are.
-    """
-    try:
-        from minicaffe import opencl
-        opencl.devices()
-    except Exception as error:  # no pyopencl, no platform, no device: all mean "no engine"
-        return str(error)
-    opencl.device()  # raises for an index that does not exist
-    return "" if opencl.available() else opencl.why_unavailable()
-
-
-def opencl_available() -> bool:
-    """True when the OpenCL engine works on the selected device."""
-    try:
-        return not opencl_problem()
-    except MinicaffeError:
-        return False
-
-
-def select_mode(use_gpu: bool, device_id: int = 0, required: bool = False) -> str:
-    """Set the process-wide mode: GPU when asked for and the OpenCL engine works, else CPU.
-
-    `required` (an explicit `--gpu N`): no working OpenCL device is an error. Otherwise
-    (`solver_mode: GPU` in a solver file, as Caffe's own examples have) it is a one-line
-    warning and the numpy engine runs. A device index that does not exist is always an
-    error.
-    """
-    if use_gpu:
-        previous_device = common.device_id()
-        common.set_device(device_id)
-        try:
-            problem = opencl_problem()
-        except MinicaffeError:
-            common.set_device(previous_device)
-            raise
-        if not problem:
-            common.set_mode(common.GPU)
-            logger.info("Use GPU with device ID %d", device_id)
-            return common.mode()
-        common.set_device(previous_device)
-        problem = " ".join(problem.split())  # one line, even for a build log
-        if required:
-            raise MinicaffeError(f"GPU device {device_id} was asked for, but the OpenCL engine "
-                                 f"cannot run: {problem}")
-        logger.warning("GPU mode asked for (device %d) but no working OpenCL engine was found "
-                       "(%s); running on the CPU (numpy) instead", device_id, problem)
-    common.set_mode(common.CPU)
-    return common.mode()
-
-
-# ---------------------------------------------------------------- signals
-
-class SolverAction:
-    """What a signal asks the solver to do (Caffe's SolverAction::Enum)."""
-    NONE, STOP, SNAPSHOT = "none", "stop", "snapshot"
-    ALL = (NONE, STOP, SNAPSHOT)
-
-
-class SignalHandler:
-    """Turn SIGINT / SIGHUP into solver actions, checked once per iteration (signal_handler.cpp).
-
-    Caffe's defaults: SIGINT (Ctrl-C) stops after the current iteration (the solver then
-    writes its final snapshot), SIGHUP snapshots and carries on. Use it as a context
-    manager; the previous handlers come back on exit. Outside the main thread Python
-    cannot install handlers, so there it does nothing.
-    """
-
-    def __init__(self, sigint_effect: str = SolverAction.STOP, sighup_effect: str = SolverAction.SNAPSHOT):
-        for name, effect in (("sigint_effect", sigint_effect), ("sighup_effect", sighup_effect)):
-            if effect not in SolverAction.ALL:
-                raise MinicaffeError(f"invalid {name} {effect!r}: choose snapshot, stop or none")
-        self.sigint_effect, self.sighup_effect = sigint_effect, sighup_effect
-        self._got_sigint = self._got_sighup = False
-        self._previous: dict[int, object] = {}
-
-    def _handle(self, signum, frame) -> None:
-        # Only set a flag: the solver acts between iterations, when the weights are whole.
-        if signum == signal.SIGINT:
-            self._got_sigint = True
-        else:
-            self._got_sighup = True
-
-    def __enter__(self) -> "SignalHandler":
-        if threading.current_thread() is threading.main_thread():
-            for sig in (signal.SIGINT, getattr(signal, "SIGHUP", None)):
-                if sig is not None:
-                    self._previous[sig] = signal.signal(sig, self._handle)
-        return self
-
-    def __exit__(self, *exc) -> None:
-        for sig, previous in self._previous.items():
-            signal.signal(sig, previous)
-        self._previous.clear()
-
-    def check_for_signals(self) -> str:
-        if self._got_sighup:
-            self._got_sighup = False
-            return self.sighup_effect
-        if self._got_sigint:
-            self._got_sigint = False
-            return self.sigint_effect
-        return SolverAction.NONE
 
 
 # ---------------------------------------------------------------- the Solver

@@ -31,7 +31,7 @@ HOW_TO_GET_ONE = ("to run them, install an OpenCL driver, e.g. PoCL, which runs 
 
 def device_problem() -> str:
     """Why no OpenCL device works here ("" when one does), probed once per run."""
-    from minicaffe.solver import opencl_problem
+    from minicaffe.engine import opencl_problem
     if not hasattr(device_problem, "answer"):
         try:
             device_problem.answer = opencl_problem()

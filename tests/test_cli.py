@@ -141,8 +141,8 @@ def test_malformed_prototxt_names_file_line_and_column(workdir, capsys):
 
 def test_gpu_flag_without_opencl_is_an_error(workdir, capsys, monkeypatch):
     """--gpu asks for the device: no device is an error, not a silent fallback."""
-    import minicaffe.solver as solver_module
-    monkeypatch.setattr(solver_module, "opencl_problem", lambda: "no OpenCL platform found")
+    import minicaffe.engine as engine
+    monkeypatch.setattr(engine, "opencl_problem", lambda: "no OpenCL platform found")
     for verb in (["train", "--solver", "solver.prototxt"], ["time", "--model", "net.prototxt"]):
         code, err = run(capsys, *verb, "--gpu", "0")
         assert_one_paragraph_error(code, err, "GPU device 0 was asked for", "no OpenCL platform found")
@@ -151,8 +151,8 @@ def test_gpu_flag_without_opencl_is_an_error(workdir, capsys, monkeypatch):
 
 def test_solver_mode_gpu_without_opencl_warns_and_trains_on_numpy(workdir, capsys, monkeypatch):
     """Caffe's example solvers say solver_mode: GPU; without a device they still train."""
-    import minicaffe.solver as solver_module
-    monkeypatch.setattr(solver_module, "opencl_problem", lambda: "no OpenCL platform found")
+    import minicaffe.engine as engine
+    monkeypatch.setattr(engine, "opencl_problem", lambda: "no OpenCL platform found")
     (workdir / "solver.prototxt").write_text(SOLVER.replace("solver_mode: CPU", "solver_mode: GPU"))
     code, err = run(capsys, "train", "--solver", "solver.prototxt")
     assert code == 0 and "Using GPUs 0" in err

@@ -21,7 +21,9 @@ from minicaffe import log as glog
 from minicaffe.common import MinicaffeError
 from minicaffe.layer import Layer, layer_registry, register_layer
 from minicaffe.proto import caffe_pb2
-from minicaffe.solver import SignalHandler, learning_rate, select_mode
+from minicaffe.engine import select_mode
+from minicaffe.signals import SignalHandler
+from minicaffe.solver import learning_rate
 from minicaffe.solvers import AdamSolver, NesterovSolver, SGDSolver, get_solver
 
 
@@ -641,8 +643,8 @@ def test_sighup_snapshots_and_continues(tmp_path):
 # ---------------------------------------------------------------- engine choice
 
 def test_gpu_solver_mode_without_opencl_warns_and_runs_on_numpy(monkeypatch, capsys):
-    import minicaffe.solver as solver_module
-    monkeypatch.setattr(solver_module, "opencl_problem", lambda: "no OpenCL platform found\n(ICD)")
+    import minicaffe.engine as engine
+    monkeypatch.setattr(engine, "opencl_problem", lambda: "no OpenCL platform found\n(ICD)")
     p = solver_param("")
     p.solver_mode = caffe_pb2.SolverParameter.GPU
     SGDSolver(p).step(1)
@@ -653,8 +655,8 @@ def test_gpu_solver_mode_without_opencl_warns_and_runs_on_numpy(monkeypatch, cap
 
 
 def test_a_required_device_without_opencl_is_an_error(monkeypatch):
-    import minicaffe.solver as solver_module
-    monkeypatch.setattr(solver_module, "opencl_problem", lambda: "no OpenCL platform found")
+    import minicaffe.engine as engine
+    monkeypatch.setattr(engine, "opencl_problem", lambda: "no OpenCL platform found")
     with pytest.raises(MinicaffeError, match="GPU device 1 was asked for.*no OpenCL platform found"):
         select_mode(True, 1, required=True)
     p = solver_param("")
@@ -664,8 +666,8 @@ def test_a_required_device_without_opencl_is_an_error(monkeypatch):
 
 
 def test_select_mode_uses_the_device_when_opencl_works(monkeypatch):
-    import minicaffe.solver as solver_module
-    monkeypatch.setattr(solver_module, "opencl_problem", lambda: "")
+    import minicaffe.engine as engine
+    monkeypatch.setattr(engine, "opencl_problem", lambda: "")
     old_mode, old_device = common.mode(), common.device_id()
     try:
         assert select_mode(True, 3) == common.GPU and common.device_id() == 3

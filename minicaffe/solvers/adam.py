@@ -19,7 +19,7 @@ import numpy as np
 
 from minicaffe import opencl
 from minicaffe.blob import Blob
-from minicaffe.solver import register_solver
+from minicaffe.solvers.registry import register_solver
 from minicaffe.solvers.sgd import SGDSolver, on_device
 
 

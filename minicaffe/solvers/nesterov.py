@@ -12,7 +12,7 @@ from __future__ import annotations
 import numpy as np
 
 from minicaffe import opencl
-from minicaffe.solver import register_solver
+from minicaffe.solvers.registry import register_solver
 from minicaffe.solvers.sgd import SGDSolver, on_device
 
 

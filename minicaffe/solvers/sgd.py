@@ -31,7 +31,8 @@ from minicaffe import common, opencl, protoio
 from minicaffe.blob import Blob
 from minicaffe.common import MinicaffeError
 from minicaffe.proto import caffe_pb2
-from minicaffe.solver import Solver, fmt, learning_rate, register_solver
+from minicaffe.solver import Solver, fmt, learning_rate
+from minicaffe.solvers.registry import register_solver
 
 logger = logging.getLogger(__name__)
 
