@@ -19,6 +19,7 @@ from minicaffe.common import MinicaffeError
 from minicaffe.syncedmem import SyncedMemory
 
 MAX_BLOB_AXES = 32
+MAX_BLOB_COUNT = 2**31 - 1  # Caffe counts values in an int
 
 
 class Blob:
@@ -48,8 +49,14 @@ class Blob:
             raise MinicaffeError(f"blob {self.name!r}: {len(shape)} axes, at most {MAX_BLOB_AXES}")
         if any(d < 0 for d in shape):
             raise MinicaffeError(f"blob {self.name!r}: negative dimension in shape {shape}")
+        count = prod(shape)
+        if count > MAX_BLOB_COUNT:
+            # Caffe's limit too (blob.cpp); and it stops a typo like `num_output: 999999999`
+            # before anything tries to allocate terabytes.
+            raise MinicaffeError(f"blob {self.name!r}: shape {shape} holds {count:,} values, "
+                                 f"more than the {MAX_BLOB_COUNT:,} (INT_MAX) a blob may hold")
         self.shape = shape
-        self.count = prod(shape)
+        self.count = count
         if self.count > self.capacity or self._data_mem is None:
             self.capacity = self.count
             self._data_mem = SyncedMemory(self.capacity)
@@ -89,17 +96,25 @@ class Blob:
     def _shaped(self, flat: np.ndarray) -> np.ndarray:
         return flat[: self.count].reshape(self.shape)
 
+    def _memory(self, which: str) -> SyncedMemory:
+        """The data or diff memory; a Blob() nothing has reshaped yet has none."""
+        memory = self._data_mem if which == "data" else self._diff_mem
+        if memory is None:  # e.g. the top of an Input layer given no shape
+            raise MinicaffeError(f"blob {self.name!r} has no shape yet, so it holds no values; "
+                                 f"reshape it first")
+        return memory
+
     def cpu_data(self) -> np.ndarray:
-        return self._shaped(self._data_mem.cpu_data())
+        return self._shaped(self._memory("data").cpu_data())
 
     def mutable_cpu_data(self) -> np.ndarray:
-        return self._shaped(self._data_mem.mutable_cpu_data())
+        return self._shaped(self._memory("data").mutable_cpu_data())
 
     def cpu_diff(self) -> np.ndarray:
-        return self._shaped(self._diff_mem.cpu_data())
+        return self._shaped(self._memory("diff").cpu_data())
 
     def mutable_cpu_diff(self) -> np.ndarray:
-        return self._shaped(self._diff_mem.mutable_cpu_data())
+        return self._shaped(self._memory("diff").mutable_cpu_data())
 
     @property
     def data(self) -> np.ndarray:
@@ -120,16 +135,16 @@ class Blob:
 
     # ---- device access (buffers hold `capacity` values; kernels use `count`)
     def gpu_data(self):
-        return self._data_mem.gpu_data()
+        return self._memory("data").gpu_data()
 
     def mutable_gpu_data(self):
-        return self._data_mem.mutable_gpu_data()
+        return self._memory("data").mutable_gpu_data()
 
     def gpu_diff(self):
-        return self._diff_mem.gpu_data()
+        return self._memory("diff").gpu_data()
 
     def mutable_gpu_diff(self):
-        return self._diff_mem.mutable_gpu_data()
+        return self._memory("diff").mutable_gpu_data()
 
     @property
     def data_mem(self) -> SyncedMemory:

@@ -295,6 +295,9 @@ def main(argv=None) -> int:
         print(error_paragraph(f"{err.filename + ': ' if err.filename else ''}{err.strerror or err}"),
               file=sys.stderr)
         return 1
+    except MemoryError as err:  # numpy says how much it asked for: enough to spot a typo'd size
+        print(error_paragraph(f"out of memory: {err or 'MemoryError'}"), file=sys.stderr)
+        return 1
     except KeyboardInterrupt:
         print(f"{PROG}: interrupted", file=sys.stderr)
         return 130

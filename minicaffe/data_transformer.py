@@ -27,6 +27,7 @@ alone, so batch k's crops and flips do not depend on which batches came before i
 from __future__ import annotations
 
 import io
+from math import prod
 
 import numpy as np
 
@@ -47,7 +48,10 @@ def datum_to_array(datum, force_color: bool = False, force_gray: bool = False,
     if datum.encoded:
         return _decode(datum.data, force_color, force_gray, name)
     shape = (datum.channels, datum.height, datum.width)
-    size = int(np.prod(shape))
+    if min(shape) < 0:
+        raise MinicaffeError(f"{name}: Datum has a negative size, {shape[0]}x{shape[1]}x{shape[2]} "
+                             f"(channels x height x width)")
+    size = prod(shape)  # Python ints: a product of damaged int32 sizes cannot wrap around
     if datum.data:
         if len(datum.data) != size:
             raise MinicaffeError(f"{name}: Datum says {shape[0]}x{shape[1]}x{shape[2]} = {size} "
@@ -61,12 +65,14 @@ def datum_to_array(datum, force_color: bool = False, force_gray: bool = False,
 
 
 def _decode(data: bytes, force_color: bool, force_gray: bool, name: str) -> np.ndarray:
-    from PIL import Image, UnidentifiedImageError
+    from PIL import Image
     try:
         image = Image.open(io.BytesIO(data))
         image.load()
-    except (UnidentifiedImageError, OSError) as err:
-        raise MinicaffeError(f"{name}: encoded Datum cannot be decoded as an image ({err})") from None
+    except Exception as err:  # Pillow's decoders raise many types on broken data: OSError,
+        # SyntaxError, ValueError, DecompressionBombError (a header claiming billions of pixels)
+        raise MinicaffeError(f"{name}: encoded Datum cannot be decoded as an image "
+                             f"({type(err).__name__}: {err})") from None
     if force_gray or (not force_color and image.mode in ("L", "1", "I;16", "I", "F")):
         pixels = np.asarray(image.convert("L"))[None]
     else:

@@ -67,11 +67,19 @@ class Layer:
         self.set_loss_weights(top)
 
     def forward(self, bottom: list[Blob], top: list[Blob]) -> float:
+        for blob in bottom:
+            if blob.count == 0:  # e.g. an Input of batch 0; Caffe fails a CHECK on such a blob
+                raise MinicaffeError(f"{self.type} layer {self.name!r}: bottom {blob.name!r} of "
+                                     f"shape {blob.shape} is empty; there is nothing to compute on")
         self.reshape(bottom, top)
-        if common.mode() == common.GPU:
-            self.forward_gpu(bottom, top)
-        else:
-            self.forward_cpu(bottom, top)
+        try:
+            if common.mode() == common.GPU:
+                self.forward_gpu(bottom, top)
+            else:
+                self.forward_cpu(bottom, top)
+        except MemoryError as err:  # work buffers beyond the blobs (columns, padded canvases)
+            raise MinicaffeError(f"{self.type} layer {self.name!r}: out of memory in forward "
+                                 f"with bottom shapes {[b.shape for b in bottom]}: {err}") from None
         loss = 0.0
         for blob, weight in zip(top, self.loss_weights):
             if weight:

@@ -359,6 +359,10 @@ class Net:
             except MinicaffeError as err:
                 raise MinicaffeError(f"{err} [while setting up layer {layer_param.name!r} "
                                      f"with bottom shapes {[b.shape for b in bottoms]}]") from None
+            except MemoryError as err:  # e.g. a typo in a batch size: name the layer, not numpy
+                raise MinicaffeError(f"out of memory while setting up layer {layer_param.name!r} "
+                                     f"({layer_param.type}) with bottom shapes "
+                                     f"{[b.shape for b in bottoms]}: {err}") from None
             log.info("Setting up %s", layer_param.name)
             for j, top in enumerate(tops):
                 self.blob_loss_weights[top_ids[j]] += layer.loss_weight(j)

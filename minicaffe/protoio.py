@@ -27,7 +27,7 @@ def read_text(path, message):
         text = path.read_text()
     except FileNotFoundError:
         raise MinicaffeError(f"{path}: no such file") from None
-    except (OSError, UnicodeDecodeError) as err:
+    except (OSError, ValueError) as err:  # unreadable, not UTF-8 (a ValueError), a NUL in the path
         raise MinicaffeError(f"{path}: cannot read it as text ({err})") from None
     try:
         text_format.Parse(text, message)
@@ -44,12 +44,36 @@ def read_binary(path, message):
         data = path.read_bytes()
     except FileNotFoundError:
         raise MinicaffeError(f"{path}: no such file") from None
+    except (OSError, ValueError) as err:  # a folder, no permission; ValueError: a NUL in the path
+        raise MinicaffeError(f"{path}: cannot read it ({err})") from None
     try:
         message.ParseFromString(data)
-    except pb_message.DecodeError as err:
+    except (pb_message.DecodeError, UnicodeDecodeError) as err:
         raise MinicaffeError(f"{path}: not a valid {message.DESCRIPTOR.name} "
                              f"(truncated or corrupt file: {err})") from None
+    field = _field_holding_bytes(message)
+    if field:
+        raise MinicaffeError(f"{path}: not a valid {message.DESCRIPTOR.name} (corrupt file: the "
+                             f"text field {field} is not UTF-8)")
     return message
+
+
+def _field_holding_bytes(message) -> str | None:
+    """The name of a string field whose value came back as bytes, if any.
+
+    protobuf's upb runtime parses a proto2 string that is not valid UTF-8 (a damaged
+    file) into bytes instead of failing; later code that takes it for text would crash.
+    """
+    for field, value in message.ListFields():
+        values = value if field.is_repeated else [value]
+        if field.type == field.TYPE_STRING and any(isinstance(v, bytes) for v in values):
+            return field.full_name
+        if field.type == field.TYPE_MESSAGE:
+            for sub in values:
+                found = _field_holding_bytes(sub)
+                if found:
+                    return found
+    return None
 
 
 def read_net_param(path) -> caffe_pb2.NetParameter:

@@ -515,7 +515,11 @@ class Solver:
             # Caffe stores the path as written; if the run moved, look beside the state file.
             if not learned.exists() and (Path(state_file).parent / learned.name).exists():
                 learned = Path(state_file).parent / learned.name
-            self.net.copy_trained_layers_from(str(learned))
+            try:
+                self.net.copy_trained_layers_from(str(learned))
+            except MinicaffeError as err:  # a damaged state can name any file: say which state
+                raise MinicaffeError(f"{state_file}: cannot load the weights it names "
+                                     f"(learned_net {state.learned_net!r}): {err}") from None
         self.current_step = state.current_step
         self.restore_solver_state(state, str(state_file))
         # Data layers read batch after batch; put them where a straight run would be now.

@@ -180,6 +180,12 @@ class LMDBReader:
             _release_env(self._ident)
             self._ident = None
 
+    def __del__(self):
+        # A dropped reader (a Data layer's, say) gives its share of the environment back;
+        # otherwise every net built in a long process would keep a file and a map open.
+        if getattr(self, "_ident", None) is not None:
+            self.close()
+
     def __enter__(self):
         return self
 

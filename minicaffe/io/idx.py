@@ -77,7 +77,12 @@ def parse_idx(data: bytes, name="<bytes>") -> np.ndarray:
         what = "truncated" if found < expected else "corrupt"
         raise MinicaffeError(f"{name}: {what} IDX file: shape {shape} of {dtype.name} needs "
                              f"{expected} data bytes, file has {found}")
-    array = np.frombuffer(data, dtype=dtype, offset=header).reshape(shape)
+    try:
+        array = np.frombuffer(data, dtype=dtype, offset=header).reshape(shape)
+    except ValueError as err:  # no data, yet dimensions numpy cannot hold: > 64 of them, or
+        # a product past 2**63 beside a zero
+        raise MinicaffeError(f"{name}: corrupt IDX file: shape {shape} ({ndim} dimensions) is "
+                             f"not an array numpy can hold ({err})") from None
     # uint8 (MNIST) stays a zero-copy view; wider types become native-endian.
     return array if dtype.itemsize == 1 else array.astype(dtype.newbyteorder("="))
 

@@ -66,7 +66,7 @@ from types import SimpleNamespace
 import numpy as np
 
 from minicaffe import opencl
-from minicaffe.blob import Blob
+from minicaffe.blob import MAX_BLOB_COUNT, Blob
 from minicaffe.common import MinicaffeError
 from minicaffe.filler import fill
 from minicaffe.im2col import col2im, conv_out_shape, im2col
@@ -192,6 +192,9 @@ class ConvolutionLayer(Layer):
         except MinicaffeError as err:
             raise self._error(f"{_which(x)} of shape {x.shape}: {err}") from None
         self.top_shape = (*x.shape[:self.channel_axis], self.num_output, *self.out_spatial)
+        if prod(self.top_shape) > MAX_BLOB_COUNT:  # before sizing the column buffers from it
+            raise self._error(f"top shape {self.top_shape} holds {prod(self.top_shape):,} values, "
+                              f"more than the {MAX_BLOB_COUNT:,} (INT_MAX) a blob may hold")
         rows, cols = self.channels * prod(self.kernel), prod(self.out_spatial)
         self.is_1x1 = (all(k == 1 for k in self.kernel) and all(s == 1 for s in self.stride)
                        and not any(self.pad))

@@ -67,6 +67,8 @@ class DataLayer(Layer):
     exact_num_bottom_blobs = 0
     min_top_blobs = 1
     max_top_blobs = 2
+    _thread = None  # the prefetch thread, once set_batch_index starts one (so a layer whose
+    # setup failed can still be stopped)
 
     def layer_setup(self, bottom, top):
         p = self.layer_param.data_param
@@ -90,7 +92,6 @@ class DataLayer(Layer):
             log.info("%s: skipping first %d data points", self.owner, self.skip)
         log.info("%s: output data size: %s", self.owner, ",".join(map(str, self.top_shape)))
         self.prefetch = int(p.prefetch)
-        self._thread = None
         self.set_batch_index(0)
 
     def reshape(self, bottom, top):
@@ -198,7 +199,7 @@ class DataLayer(Layer):
             self._thread = None
 
     def __del__(self):
-        if getattr(self, "_thread", None) is not None:
+        if self._thread is not None:
             self._stop.set()
 
 

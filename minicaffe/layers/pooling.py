@@ -49,7 +49,7 @@ import math
 import numpy as np
 
 from minicaffe import opencl
-from minicaffe.blob import Blob
+from minicaffe.blob import MAX_BLOB_COUNT, Blob
 from minicaffe.common import MinicaffeError
 from minicaffe.layer import Layer, register_layer
 from minicaffe.proto import caffe_pb2
@@ -135,6 +135,12 @@ class PoolingLayer(Layer):
                            f"{bottom[0].shape}")
             pooled.append(out)
         self.pooled_height, self.pooled_width = pooled
+        canvas = n * c * math.prod(self._canvas_size(height, width))
+        if canvas > MAX_BLOB_COUNT:  # e.g. a stride typo'd to 999999999; Caffe loops instead
+            self._fail(f"kernel {self.kernel_h}x{self.kernel_w}, stride {self.stride_h}x"
+                       f"{self.stride_w} and pad {self.pad_h}x{self.pad_w} spread the windows "
+                       f"over {canvas:,} values, more than the {MAX_BLOB_COUNT:,} (INT_MAX) "
+                       f"minicaffe's pooling can lay out")
         top[0].reshape(n, c, *pooled)
         if len(top) > 1:
             top[1].reshape_like(top[0])
@@ -151,12 +157,16 @@ class PoolingLayer(Layer):
         self.pool_size = np.outer(np.maximum(pool_h, 1), np.maximum(pool_w, 1)).astype(np.float32)
 
     # ---- windows
+    def _canvas_size(self, height: int, width: int) -> tuple[int, int]:
+        """Height and width of a canvas that holds the padded image and every window whole."""
+        return (max((self.pooled_height - 1) * self.stride_h + self.kernel_h, self.pad_h + height),
+                max((self.pooled_width - 1) * self.stride_w + self.kernel_w, self.pad_w + width))
+
     def _canvas(self, x, fill):
         """x placed in a canvas that holds every window whole: padding and the CEIL
         overhang hold `fill` (-inf for MAX, so they never win; 0 for AVE)."""
         n, c, height, width = x.shape
-        canvas_h = max((self.pooled_height - 1) * self.stride_h + self.kernel_h, self.pad_h + height)
-        canvas_w = max((self.pooled_width - 1) * self.stride_w + self.kernel_w, self.pad_w + width)
+        canvas_h, canvas_w = self._canvas_size(height, width)
         if (canvas_h, canvas_w, self.pad_h, self.pad_w) == (height, width, 0, 0):
             return x  # every window lies inside the image: no copy (LeNet's 2x2/2 case)
         canvas = np.full((n, c, canvas_h, canvas_w), fill, dtype=x.dtype)

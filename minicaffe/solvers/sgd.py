@@ -149,7 +149,10 @@ class SGDSolver(Solver):
         logger.info("SGDSolver: restoring history")
         for i, (proto, blob) in enumerate(zip(state.history, self.history)):
             stored = Blob(name=f"history[{i}]")
-            stored.from_proto(proto)
+            try:
+                stored.from_proto(proto)
+            except MinicaffeError as err:
+                raise MinicaffeError(f"{state_file}: {err}") from None
             if stored.shape != blob.shape:
                 raise MinicaffeError(f"{state_file}: history blob {i} has shape {stored.shape}, the "
                                      f"parameter it belongs to has {blob.shape}")
