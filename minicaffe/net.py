@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import logging
 from collections import OrderedDict
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -30,7 +31,7 @@ from google.protobuf import unknown_fields
 from minicaffe import common
 from minicaffe.blob import Blob
 from minicaffe.common import MinicaffeError
-from minicaffe.layer import create_layer
+from minicaffe.layer import Layer, create_layer
 from minicaffe.proto import caffe_pb2
 from minicaffe import protoio
 
@@ -208,6 +209,57 @@ def _all_finite(values: np.ndarray) -> bool:
     return bool(np.isfinite(values).all())
 
 
+# ---------------------------------------------------------------- the Net's records
+#
+# Caffe keeps a net as parallel vectors indexed by layer id (layers_, bottom_vecs_,
+# bottom_need_backward_, ...), by blob id and by param id. Here each layer, blob and
+# learnable parameter is one record holding all that is known about it.
+
+@dataclass(eq=False, slots=True)
+class BlobRecord:
+    """A blob between layers. An in-place layer (ReLU) reads and writes the same record."""
+    name: str
+    blob: Blob
+    need_backward: bool = False  # a layer below it learns, so its diff is wanted
+    loss_weight: float = 0.0     # its weight in the objective (summed over its writers)
+
+
+@dataclass(eq=False, slots=True)
+class LayerRecord:
+    """A layer, the blobs it reads and writes, and what its backward pass computes."""
+    name: str
+    layer: Layer
+    bottoms: list[BlobRecord]
+    tops: list[BlobRecord]
+    bottom_need_backward: list[bool]  # Backward's propagate_down: which bottoms get a diff
+    need_backward: bool = False       # whether Backward runs at all
+    param_names: list[str] = field(default_factory=list)  # each param blob's `param { name }`, or its index
+    # The Blobs alone, as the layer's forward / backward take them: built once, since
+    # the forward and backward loops pass them at every iteration.
+    bottom_vec: list[Blob] = field(init=False)
+    top_vec: list[Blob] = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.bottom_vec = [b.blob for b in self.bottoms]
+        self.top_vec = [t.blob for t in self.tops]
+
+
+@dataclass(eq=False, slots=True)
+class ParamRecord:
+    """A learnable parameter: a blob the solver updates, with its multipliers.
+
+    Layers that share it through a `param { name }` use its memory, and may set the
+    multipliers the owner left out, but not change one it gave.
+    """
+    blob: Blob
+    owner: str  # the layer that made it, and the blob's index there (for the logs)
+    index: int
+    lr_mult: float
+    decay_mult: float
+    lr_mult_given: bool
+    decay_mult_given: bool
+
+
 # ---------------------------------------------------------------- the Net
 
 class Net:
@@ -221,6 +273,9 @@ class Net:
         Net(net_parameter)                               # phase from net_parameter.state
 
     The phase is TRAIN or TEST (0 or 1, as in pycaffe), or the strings "TRAIN" / "TEST".
+
+    The net is `layer_records` (in forward order), `blob_records` and `param_records`;
+    `layers`, `blobs`, `params`, `learnable_params`, ... are pycaffe's views of them.
     """
 
     def __init__(self, model, *args, phase=None, weights=None, level=0, stages=(), source=None):
@@ -266,258 +321,208 @@ class Net:
         # turns this on and off by its own debug_info field and display interval.
         self.debug_info = param.debug_info
 
-        self.layers: list = []
-        self.layer_names: list[str] = []
-        self.bottom_vecs: list[list[Blob]] = []
-        self.top_vecs: list[list[Blob]] = []
-        self.bottom_id_vecs: list[list[int]] = []
-        self.top_id_vecs: list[list[int]] = []
-        self.bottom_need_backward: list[list[bool]] = []
-        self.layer_need_backward: list[bool] = []
-        self._blobs: list[Blob] = []
-        self.blob_names: list[str] = []
-        self.blob_need_backward: list[bool] = []
-        self.blob_loss_weights: list[float] = []
-        self.input_blob_indices: list[int] = []
-        # every parameter blob, and the learnable (owning) ones the solver updates
-        self._params: list[Blob] = []
-        self.param_owners: list[int] = []
-        self.param_display_names: list[str] = []
-        self.learnable_params: list[Blob] = []
-        self.learnable_param_ids: list[int] = []
-        self.params_lr: list[float] = []
-        self.params_weight_decay: list[float] = []
-        self._has_lr: list[bool] = []
-        self._has_decay: list[bool] = []
-        self._param_names_index: dict[str, int] = {}
-        self.param_layer_indices: list[tuple[int, int]] = []
-
-        available: dict[str, int] = {}
-        blob_index: dict[str, int] = {}
-        for layer_id, layer_param in enumerate(param.layer):
+        self.layer_records: list[LayerRecord] = []
+        self.blob_records: list[BlobRecord] = []
+        self.param_records: list[ParamRecord] = []
+        self.layer_dict: OrderedDict[str, Layer] = OrderedDict()
+        available: dict[str, BlobRecord] = {}  # made, and not yet read: in the end, the outputs
+        made: set[str] = set()
+        shared: dict[str, ParamRecord] = {}  # `param { name }` -> the parameter it names
+        for layer_param in param.layer:
+            name = layer_param.name
             if not layer_param.HasField("phase"):
                 layer_param.phase = self.phase
             if layer_param.propagate_down and len(layer_param.propagate_down) != len(layer_param.bottom):
                 raise MinicaffeError(
-                    f"layer {layer_param.name!r}: propagate_down has {len(layer_param.propagate_down)} "
+                    f"layer {name!r}: propagate_down has {len(layer_param.propagate_down)} "
                     f"value(s) but the layer has {len(layer_param.bottom)} bottom(s)")
-            if layer_param.name in self.layer_names:
-                raise MinicaffeError(f"two layers are named {layer_param.name!r}; layer names must be unique")
+            if name in self.layer_dict:
+                raise MinicaffeError(f"two layers are named {name!r}; layer names must be unique")
             check_engine(layer_param)
             layer = create_layer(layer_param)
             if common.mode() == common.GPU and not layer.has_gpu():
                 raise MinicaffeError(f"{layer.type} layer {layer.name!r} has no OpenCL kernel yet; "
                                      "run this net on the numpy engine (CPU mode)")
-            self.layers.append(layer)
-            self.layer_names.append(layer_param.name)
-            bottoms, bottom_ids, bottom_need = [], [], []
-            need_backward = False
-            for j, name in enumerate(layer_param.bottom):
-                if name not in available:
-                    raise MinicaffeError(f"layer {layer_param.name!r} ({layer_param.type}): unknown "
-                                         f"bottom blob {name!r} (bottom #{j})")
-                blob_id = available.pop(name)
-                bottoms.append(self._blobs[blob_id])
-                bottom_ids.append(blob_id)
-                need = self.blob_need_backward[blob_id]
-                if layer_param.propagate_down:
-                    need = layer_param.propagate_down[j]
-                bottom_need.append(need)
-                need_backward |= need
-            tops, top_ids = [], []
-            for j, name in enumerate(layer_param.top):
-                in_place = j < len(layer_param.bottom) and layer_param.bottom[j] == name
-                if in_place:
-                    blob_id = bottom_ids[j]
-                elif name in blob_index:
-                    raise MinicaffeError(f"layer {layer_param.name!r}: top blob {name!r} is produced "
+            self.layer_dict[name] = layer
+
+            # insert_splits has checked that each bottom names a blob an earlier layer
+            # made, and given a blob with several readers a Split: each is read once.
+            bottoms = [available.pop(blob_name) for blob_name in layer_param.bottom]
+            bottom_need = list(layer_param.propagate_down) or [b.need_backward for b in bottoms]
+            tops = []
+            for j, blob_name in enumerate(layer_param.top):
+                if j < len(bottoms) and layer_param.bottom[j] == blob_name:
+                    top = bottoms[j]  # in place: the layer overwrites its bottom
+                elif blob_name in made:
+                    raise MinicaffeError(f"layer {name!r}: top blob {blob_name!r} is produced "
                                          "by more than one layer")
                 else:
-                    blob_id = self._add_blob(name, blob_index)
-                tops.append(self._blobs[blob_id])
-                top_ids.append(blob_id)
-                available[name] = blob_id
-                if layer.type == "Input":
-                    self.input_blob_indices.append(blob_id)
+                    top = self._add_blob(blob_name)
+                    made.add(blob_name)
+                tops.append(top)
+                available[blob_name] = top
             # A loss layer written without a top still needs one to hold its loss
             # (Caffe's AutoTopBlobs). The blob is anonymous: no other layer can read it
             # and it is not a net output, but its loss weight counts in the objective.
             if layer.auto_top_blobs:
                 while len(tops) < max(layer.exact_num_top_blobs, layer.min_top_blobs):
-                    blob_id = self._add_blob("(automatic)", index={})
-                    tops.append(self._blobs[blob_id])
-                    top_ids.append(blob_id)
-            self.bottom_vecs.append(bottoms)
-            self.bottom_id_vecs.append(bottom_ids)
-            self.bottom_need_backward.append(bottom_need)
-            self.top_vecs.append(tops)
-            self.top_id_vecs.append(top_ids)
+                    tops.append(self._add_blob("(automatic)"))
+            record = LayerRecord(name, layer, bottoms, tops, bottom_need)
+            self.layer_records.append(record)
 
-            log.info("Creating Layer %s", layer_param.name)
+            log.info("Creating Layer %s", name)
             try:
-                layer.setup(bottoms, tops)
+                layer.setup(record.bottom_vec, record.top_vec)
             except MinicaffeError as err:
-                raise MinicaffeError(f"{err} [while setting up layer {layer_param.name!r} "
-                                     f"with bottom shapes {[b.shape for b in bottoms]}]") from None
+                raise MinicaffeError(f"{err} [while setting up layer {name!r} "
+                                     f"with bottom shapes {[b.shape for b in record.bottom_vec]}]") from None
             except MemoryError as err:  # e.g. a typo in a batch size: name the layer, not numpy
-                raise MinicaffeError(f"out of memory while setting up layer {layer_param.name!r} "
-                                     f"({layer_param.type}) with bottom shapes "
-                                     f"{[b.shape for b in bottoms]}: {err}") from None
-            log.info("Setting up %s", layer_param.name)
+                raise MinicaffeError(f"out of memory while setting up layer {name!r} ({layer_param.type}) "
+                                     f"with bottom shapes {[b.shape for b in record.bottom_vec]}: {err}") from None
+            log.info("Setting up %s", name)
             for j, top in enumerate(tops):
-                self.blob_loss_weights[top_ids[j]] += layer.loss_weight(j)
-                log.info("Top shape: %s", top.shape_string())
+                top.loss_weight += layer.loss_weight(j)
+                log.info("Top shape: %s", top.blob.shape_string())
                 if layer.loss_weight(j):
                     log.info("    with loss weight %g", layer.loss_weight(j))
 
             if len(layer_param.param) > len(layer.blobs):
-                raise MinicaffeError(f"layer {layer_param.name!r}: {len(layer_param.param)} param "
+                raise MinicaffeError(f"layer {name!r}: {len(layer_param.param)} param "
                                      f"specs for {len(layer.blobs)} parameter blob(s)")
             if len(layer.param_propagate_down) < len(layer.blobs):
                 layer.param_propagate_down = [True] * len(layer.blobs)
+            need_backward = any(bottom_need)
             for param_id in range(len(layer.blobs)):
                 spec = layer_param.param[param_id] if param_id < len(layer_param.param) else caffe_pb2.ParamSpec()
-                param_need_backward = spec.lr_mult != 0
-                need_backward |= param_need_backward
-                layer.param_propagate_down[param_id] = param_need_backward
-                self._append_param(layer_id, param_id, spec)
-            self.layer_need_backward.append(need_backward)
-            for blob_id in top_ids:
-                self.blob_need_backward[blob_id] = need_backward
+                layer.param_propagate_down[param_id] = spec.lr_mult != 0
+                need_backward |= spec.lr_mult != 0
+                self._add_param(record, param_id, spec, shared)
+            record.need_backward = need_backward
+            for top in tops:
+                top.need_backward = need_backward
 
         self._decide_backward(param.force_backward)
-        self.output_blob_indices = list(available.values())
-        self.blobs = OrderedDict(zip(self.blob_names, self._blobs))
-        self.params = OrderedDict((name, layer.blobs) for name, layer in zip(self.layer_names, self.layers)
-                                  if layer.blobs)
-        self.layer_dict = OrderedDict(zip(self.layer_names, self.layers))
+        self._outputs = list(available.values())
+        # pycaffe's views of the records
+        self.layers = [r.layer for r in self.layer_records]
+        self.layer_names = [r.name for r in self.layer_records]
+        self.blob_names = [b.name for b in self.blob_records]
+        self.blobs = OrderedDict((b.name, b.blob) for b in self.blob_records)
+        self.params = OrderedDict((r.name, r.layer.blobs) for r in self.layer_records if r.layer.blobs)
+        # what the solvers update, and how fast (Caffe's learnable_params, params_lr, ...)
+        self.learnable_params = [p.blob for p in self.param_records]
+        self.params_lr = [p.lr_mult for p in self.param_records]
+        self.params_weight_decay = [p.decay_mult for p in self.param_records]
         log.info("Network initialization done.")
 
-    def _add_blob(self, name: str, index: dict[str, int]) -> int:
-        blob_id = len(self._blobs)
-        self._blobs.append(Blob(name=name))
-        self.blob_names.append(name)
-        self.blob_need_backward.append(False)
-        self.blob_loss_weights.append(0.0)
-        index[name] = blob_id
-        return blob_id
+    def _add_blob(self, name: str) -> BlobRecord:
+        record = BlobRecord(name, Blob(name=name))
+        self.blob_records.append(record)
+        return record
 
-    def _append_param(self, layer_id: int, param_id: int, spec) -> None:
-        layer = self.layers[layer_id]
-        blob = layer.blobs[param_id]
-        net_param_id = len(self._params)
-        self._params.append(blob)
-        self.param_layer_indices.append((layer_id, param_id))
+    def _add_param(self, record: LayerRecord, param_id: int, spec, shared: dict[str, ParamRecord]) -> None:
+        """Make param blob `param_id` of `record`'s layer learnable, or, when its `param { name }`
+        was seen before, share the memory of the blob that name already stands for."""
+        blob = record.layer.blobs[param_id]
         name = spec.name
-        self.param_display_names.append(name or str(param_id))
-        if not name or name not in self._param_names_index:
+        record.param_names.append(name or str(param_id))
+        if not name or name not in shared:
             # This layer owns the blob: it becomes a learnable parameter.
+            owned = ParamRecord(blob, record.name, param_id, spec.lr_mult, spec.decay_mult,
+                                spec.HasField("lr_mult"), spec.HasField("decay_mult"))
+            self.param_records.append(owned)
             if name:
-                self._param_names_index[name] = net_param_id
-            self.param_owners.append(-1)
-            self.learnable_param_ids.append(len(self.learnable_params))
-            self.learnable_params.append(blob)
-            self.params_lr.append(spec.lr_mult)
-            self.params_weight_decay.append(spec.decay_mult)
-            self._has_lr.append(spec.HasField("lr_mult"))
-            self._has_decay.append(spec.HasField("decay_mult"))
+                shared[name] = owned
             return
-        owner_id = self._param_names_index[name]
-        owner = self._params[owner_id]
-        owner_layer = self.layer_names[self.param_layer_indices[owner_id][0]]
+        owner = shared[name]
         if spec.share_mode == caffe_pb2.ParamSpec.PERMISSIVE:
-            if owner.count != blob.count:
-                raise MinicaffeError(f"layer {layer.name!r}: shared parameter {name!r} has "
-                                     f"{blob.count} values here but {owner.count} in layer {owner_layer!r}")
-        elif owner.shape != blob.shape:
-            raise MinicaffeError(f"layer {layer.name!r}: shared parameter {name!r} has shape {blob.shape} "
-                                 f"here but {owner.shape} in its owner {owner_layer!r} "
+            if owner.blob.count != blob.count:
+                raise MinicaffeError(f"layer {record.name!r}: shared parameter {name!r} has {blob.count} "
+                                     f"values here but {owner.blob.count} in layer {owner.owner!r}")
+        elif owner.blob.shape != blob.shape:
+            raise MinicaffeError(f"layer {record.name!r}: shared parameter {name!r} has shape {blob.shape} "
+                                 f"here but {owner.blob.shape} in its owner {owner.owner!r} "
                                  "(set share_mode: PERMISSIVE to share by count)")
-        self.param_owners.append(owner_id)
-        learnable_id = self.learnable_param_ids[owner_id]
-        self.learnable_param_ids.append(learnable_id)
-        for has, values, field in ((self._has_lr, self.params_lr, "lr_mult"),
-                                   (self._has_decay, self.params_weight_decay, "decay_mult")):
-            if spec.HasField(field):
-                if has[learnable_id] and values[learnable_id] != getattr(spec, field):
-                    raise MinicaffeError(f"layer {layer.name!r}: shared parameter {name!r} has "
-                                         f"mismatched {field}")
-                has[learnable_id] = True
-                values[learnable_id] = getattr(spec, field)
-        log.info("Sharing parameters '%s' owned by layer '%s', param index %d",
-                 name, owner_layer, self.param_layer_indices[owner_id][1])
+        # A multiplier given here applies to the shared blob, unless its owner gave another.
+        if spec.HasField("lr_mult"):
+            if owner.lr_mult_given and owner.lr_mult != spec.lr_mult:
+                raise MinicaffeError(f"layer {record.name!r}: shared parameter {name!r} has mismatched lr_mult")
+            owner.lr_mult, owner.lr_mult_given = spec.lr_mult, True
+        if spec.HasField("decay_mult"):
+            if owner.decay_mult_given and owner.decay_mult != spec.decay_mult:
+                raise MinicaffeError(f"layer {record.name!r}: shared parameter {name!r} has mismatched decay_mult")
+            owner.decay_mult, owner.decay_mult_given = spec.decay_mult, True
+        log.info("Sharing parameters '%s' owned by layer '%s', param index %d", name, owner.owner, owner.index)
         # The memory is shared; each layer keeps its own shape (PERMISSIVE sharing
         # lets a 2x3 weight and a 3x2 one use the same six values).
-        blob.share_data(owner)
-        blob.share_diff(owner)
+        blob.share_data(owner.blob)
+        blob.share_diff(owner.blob)
 
     def _decide_backward(self, force_backward: bool) -> None:
         """Caffe's backward-need analysis, walking from the last layer to the first."""
-        under_loss: set[str] = set()
-        skip_backprop: set[str] = set()
-        for layer_id in reversed(range(len(self.layers))):
-            layer = self.layers[layer_id]
+        under_loss: set[str] = set()     # blobs some loss depends on
+        skip_backprop: set[str] = set()  # blobs whose diff no layer computes
+        for record in reversed(self.layer_records):
+            layer = record.layer
             contributes_loss, skip_propagate = False, True
-            for j, blob_id in enumerate(self.top_id_vecs[layer_id]):
-                name = self.blob_names[blob_id]
-                if layer.loss_weight(j) or name in under_loss:
+            for j, top in enumerate(record.tops):
+                if layer.loss_weight(j) or top.name in under_loss:
                     contributes_loss = True
-                if name not in skip_backprop:
+                if top.name not in skip_backprop:
                     skip_propagate = False
                 if contributes_loss and not skip_propagate:
                     break
-            if self.layer_need_backward[layer_id] and skip_propagate:
-                self.layer_need_backward[layer_id] = False
-                self.bottom_need_backward[layer_id] = [False] * len(self.bottom_vecs[layer_id])
+            if record.need_backward and skip_propagate:
+                record.need_backward = False
+                record.bottom_need_backward = [False] * len(record.bottoms)
             if not contributes_loss:
-                self.layer_need_backward[layer_id] = False
-            log.info("%s %s backward computation.", self.layer_names[layer_id],
-                     "needs" if self.layer_need_backward[layer_id] else "does not need")
-            for j, blob_id in enumerate(self.bottom_id_vecs[layer_id]):
-                name = self.blob_names[blob_id]
+                record.need_backward = False
+            log.info("%s %s backward computation.", record.name,
+                     "needs" if record.need_backward else "does not need")
+            for j, bottom in enumerate(record.bottoms):
                 if contributes_loss:
-                    under_loss.add(name)
+                    under_loss.add(bottom.name)
                 else:
-                    self.bottom_need_backward[layer_id][j] = False
-                if not self.bottom_need_backward[layer_id][j]:
-                    skip_backprop.add(name)
+                    record.bottom_need_backward[j] = False
+                if not record.bottom_need_backward[j]:
+                    skip_backprop.add(bottom.name)
         if force_backward:
-            for layer_id, layer in enumerate(self.layers):
-                self.layer_need_backward[layer_id] = True
-                for j, blob_id in enumerate(self.bottom_id_vecs[layer_id]):
-                    self.bottom_need_backward[layer_id][j] |= layer.allow_force_backward(j)
-                    self.blob_need_backward[blob_id] |= self.bottom_need_backward[layer_id][j]
-                layer.param_propagate_down = [True] * len(layer.blobs)
+            for record in self.layer_records:
+                record.need_backward = True
+                for j, bottom in enumerate(record.bottoms):
+                    record.bottom_need_backward[j] |= record.layer.allow_force_backward(j)
+                    bottom.need_backward |= record.bottom_need_backward[j]
+                record.layer.param_propagate_down = [True] * len(record.layer.blobs)
 
     # ---- running
     def _layer_index(self, name, default: int) -> int:
         if name is None:
             return default
-        if name not in self.layer_names:
+        if name not in self.layer_dict:
             raise MinicaffeError(f"net {self.name!r} has no layer named {name!r}")
         return self.layer_names.index(name)
 
     def forward_from_to(self, start: int, end: int) -> float:
         loss = 0.0
-        for i in range(start, end + 1):
-            loss += self.layers[i].forward(self.bottom_vecs[i], self.top_vecs[i])
+        for record in self.layer_records[start:end + 1]:
+            loss += record.layer.forward(record.bottom_vec, record.top_vec)
             if self.debug_info:
-                self.forward_debug_info(i)
+                self.forward_debug_info(record)
         return loss
 
     def backward_from_to(self, start: int, end: int) -> None:
-        for i in range(start, end - 1, -1):
-            if self.layer_need_backward[i]:
-                self.layers[i].backward(self.top_vecs[i], self.bottom_need_backward[i], self.bottom_vecs[i])
+        for record in reversed(self.layer_records[end:start + 1]):
+            if record.need_backward:
+                record.layer.backward(record.top_vec, record.bottom_need_backward, record.bottom_vec)
                 if self.debug_info:
-                    self.backward_debug_info(i)
+                    self.backward_debug_info(record)
 
     def forward_loss(self) -> float:
         """One forward pass through every layer; returns the weighted loss."""
-        return self.forward_from_to(0, len(self.layers) - 1)
+        return self.forward_from_to(0, len(self.layer_records) - 1)
 
     def backward_all(self) -> None:
-        self.backward_from_to(len(self.layers) - 1, 0)
+        self.backward_from_to(len(self.layer_records) - 1, 0)
         if self.debug_info:
             self.params_debug_info()
 
@@ -536,38 +541,35 @@ class Net:
             blob.update()
 
     def reshape(self) -> None:
-        for i, layer in enumerate(self.layers):
-            layer.reshape(self.bottom_vecs[i], self.top_vecs[i])
+        for record in self.layer_records:
+            record.layer.reshape(record.bottom_vec, record.top_vec)
 
     # ---- debug_info: what each layer computed, as Caffe logs it
-    def forward_debug_info(self, layer_id: int) -> None:
+    def forward_debug_info(self, record: LayerRecord) -> None:
         """`    [Forward] Layer ip1, top blob ip1 data: 0.31`, then one line per param blob.
 
         Values are mean absolute values (asum / count), as in Caffe's ForwardDebugInfo;
         a param blob goes by its `param { name }` when it has one, else by its index.
         """
-        name = self.layer_names[layer_id]
-        for blob_id, blob in zip(self.top_id_vecs[layer_id], self.top_vecs[layer_id]):
+        for top in record.tops:
             log.info("    [Forward] Layer %s, top blob %s data: %s",
-                     name, self.blob_names[blob_id], _fmt(_mean_abs(blob.cpu_data())))
-        for param_id, blob in enumerate(self.layers[layer_id].blobs):
-            display = self.param_display_names[self.param_layer_indices.index((layer_id, param_id))]
+                     record.name, top.name, _fmt(_mean_abs(top.blob.cpu_data())))
+        for param_name, blob in zip(record.param_names, record.layer.blobs):
             log.info("    [Forward] Layer %s, param blob %s data: %s",
-                     name, display, _fmt(_mean_abs(blob.cpu_data())))
+                     record.name, param_name, _fmt(_mean_abs(blob.cpu_data())))
 
-    def backward_debug_info(self, layer_id: int) -> None:
+    def backward_debug_info(self, record: LayerRecord) -> None:
         """`    [Backward] Layer ip1, bottom blob data diff: 0.01` for each bottom that takes a
         gradient, then each param blob that learns (by index, where Caffe's forward lines
         use the param's name)."""
-        name, layer = self.layer_names[layer_id], self.layers[layer_id]
-        for j, blob_id in enumerate(self.bottom_id_vecs[layer_id]):
-            if self.bottom_need_backward[layer_id][j]:
-                log.info("    [Backward] Layer %s, bottom blob %s diff: %s", name,
-                         self.blob_names[blob_id], _fmt(_mean_abs(self._blobs[blob_id].cpu_diff())))
-        for param_id, blob in enumerate(layer.blobs):
-            if layer.param_propagate(param_id):
+        for bottom, need in zip(record.bottoms, record.bottom_need_backward):
+            if need:
+                log.info("    [Backward] Layer %s, bottom blob %s diff: %s",
+                         record.name, bottom.name, _fmt(_mean_abs(bottom.blob.cpu_diff())))
+        for param_id, blob in enumerate(record.layer.blobs):
+            if record.layer.param_propagate(param_id):
                 log.info("    [Backward] Layer %s, param blob %d diff: %s",
-                         name, param_id, _fmt(_mean_abs(blob.cpu_diff())))
+                         record.name, param_id, _fmt(_mean_abs(blob.cpu_diff())))
 
     def params_debug_info(self) -> None:
         """The L1 and L2 norms of all learnable params' data and diff, after a full backward.
@@ -596,40 +598,36 @@ class Net:
         backward order. It reads the blobs as the pass left them, which is exact for a
         blob that one layer writes; see `_first_non_finite_top` for in-place layers.
         """
-        for layer_id, layer in enumerate(self.layers):
-            for param_id, blob in enumerate(layer.blobs):
+        for record in self.layer_records:
+            for param_id, blob in enumerate(record.layer.blobs):
                 if not _all_finite(blob.cpu_data()):
                     return (f"the weights are not finite, starting with param blob {param_id} of "
-                            f"layer {self.layer_names[layer_id]!r} ({layer.type}): an earlier update "
+                            f"layer {record.name!r} ({record.layer.type}): an earlier update "
                             "diverged (try a lower base_lr, or clip_gradients) or the weights "
                             "loaded were not finite")
         found = self._first_non_finite_top()
         if found is not None:
-            layer_id, blob_id = found
+            record, top = found
             return (f"the first non-finite value appeared in the forward pass at layer "
-                    f"{self.layer_names[layer_id]!r} ({self.layers[layer_id].type}), "
-                    f"top blob {self.blob_names[blob_id]!r}")
+                    f"{record.name!r} ({record.layer.type}), top blob {top.name!r}")
         # The backward pass is not re-run (param diffs would add up twice): a diff that
         # in-place layers rewrite is blamed on its first writer in backward order.
-        for layer_id in reversed(range(len(self.layers))):
-            if not self.layer_need_backward[layer_id]:
+        for record in reversed(self.layer_records):
+            if not record.need_backward:
                 continue
-            layer = self.layers[layer_id]
-            where = f"backward pass at layer {self.layer_names[layer_id]!r} ({layer.type})"
-            for j, blob_id in enumerate(self.bottom_id_vecs[layer_id]):
-                if not self.bottom_need_backward[layer_id][j]:
-                    continue
-                if not _all_finite(self._blobs[blob_id].cpu_diff()):
+            where = f"backward pass at layer {record.name!r} ({record.layer.type})"
+            for bottom, need in zip(record.bottoms, record.bottom_need_backward):
+                if need and not _all_finite(bottom.blob.cpu_diff()):
                     return (f"every top is finite; the first non-finite value appeared in the {where}, "
-                            f"bottom blob {self.blob_names[blob_id]!r} diff")
-            for param_id, blob in enumerate(layer.blobs):
-                if layer.param_propagate(param_id) and not _all_finite(blob.cpu_diff()):
+                            f"bottom blob {bottom.name!r} diff")
+            for param_id, blob in enumerate(record.layer.blobs):
+                if record.layer.param_propagate(param_id) and not _all_finite(blob.cpu_diff()):
                     return (f"every top is finite; the first non-finite value appeared in the {where}, "
                             f"param blob {param_id} diff")
         return None
 
-    def _first_non_finite_top(self) -> tuple[int, int] | None:
-        """(layer id, blob id) of the first layer, in forward order, whose top became non-finite.
+    def _first_non_finite_top(self) -> tuple[LayerRecord, BlobRecord] | None:
+        """The first layer, in forward order, whose top became non-finite, and that top.
 
         In-place layers (`ip1 -> relu1 -> ip1`) leave only the last writer's values in a
         blob, so a non-finite blob with several writers is re-run from its first writer's
@@ -639,46 +637,46 @@ class Net:
         as a data layer would read the next batch: that layer is named. As the culprit of
         a chain may come after other layers, the scan goes on up to it.
         """
-        writers: dict[int, list[int]] = {}
-        for layer_id, top_ids in enumerate(self.top_id_vecs):
-            for blob_id in top_ids:
-                writers.setdefault(blob_id, []).append(layer_id)
-        found = None
-        for layer_id, top_ids in enumerate(self.top_id_vecs):
+        writers: dict[BlobRecord, list[int]] = {}  # blob -> the ids of the layers writing it
+        for layer_id, record in enumerate(self.layer_records):
+            for top in record.tops:
+                writers.setdefault(top, []).append(layer_id)
+        found = None  # (layer id, top)
+        for layer_id, record in enumerate(self.layer_records):
             if found is not None and found[0] < layer_id:
                 break
-            for blob_id in top_ids:
-                chain = writers[blob_id]
-                if chain[0] != layer_id or _all_finite(self._blobs[blob_id].cpu_data()):
+            for top in record.tops:
+                chain = writers[top]
+                if chain[0] != layer_id or _all_finite(top.blob.cpu_data()):
                     continue  # later writers of a blob are judged with its first one
-                culprit = self._first_non_finite_writer(blob_id, chain)
+                culprit = self._first_non_finite_writer(top, chain)
                 if found is None or culprit < found[0]:
-                    found = (culprit, blob_id)
-        return found
+                    found = (culprit, top)
+        return None if found is None else (self.layer_records[found[0]], found[1])
 
-    def _first_non_finite_writer(self, blob_id: int, chain: list[int]) -> int:
-        """The layer of `chain` (the layers writing `blob_id`, in order) that made it non-finite."""
-        if len(chain) == 1 or not self.bottom_vecs[chain[0]]:
+    def _first_non_finite_writer(self, top: BlobRecord, chain: list[int]) -> int:
+        """The layer of `chain` (the ids of the layers writing `top`, in order) that made it non-finite."""
+        if len(chain) == 1 or not self.layer_records[chain[0]].bottoms:
             return chain[0]
-        blob = self._blobs[blob_id]
         for layer_id in chain:
-            self.layers[layer_id].forward(self.bottom_vecs[layer_id], self.top_vecs[layer_id])
-            if not _all_finite(blob.cpu_data()):
+            record = self.layer_records[layer_id]
+            record.layer.forward(record.bottom_vec, record.top_vec)
+            if not _all_finite(top.blob.cpu_data()):
                 return layer_id
         return chain[0]  # a random layer (Dropout) came out finite this time
 
     # ---- pycaffe's conveniences
     @property
     def inputs(self) -> list[str]:
-        return [self.blob_names[i] for i in self.input_blob_indices]
+        return [top.name for r in self.layer_records if r.layer.type == "Input" for top in r.tops]
 
     @property
     def outputs(self) -> list[str]:
-        return [self.blob_names[i] for i in self.output_blob_indices]
+        return [b.name for b in self._outputs]
 
     @property
     def output_blobs(self) -> list[Blob]:
-        return [self._blobs[i] for i in self.output_blob_indices]
+        return [b.blob for b in self._outputs]
 
     @property
     def output_blob_names(self) -> list[str]:
@@ -686,15 +684,15 @@ class Net:
 
     @property
     def output_blob_loss_weights(self) -> list[float]:
-        return [self.blob_loss_weights[i] for i in self.output_blob_indices]
+        return [b.loss_weight for b in self._outputs]
 
     @property
     def top_names(self) -> OrderedDict:
-        return OrderedDict((n, [self.blob_names[i] for i in ids]) for n, ids in zip(self.layer_names, self.top_id_vecs))
+        return OrderedDict((r.name, [t.name for t in r.tops]) for r in self.layer_records)
 
     @property
     def bottom_names(self) -> OrderedDict:
-        return OrderedDict((n, [self.blob_names[i] for i in ids]) for n, ids in zip(self.layer_names, self.bottom_id_vecs))
+        return OrderedDict((r.name, [b.name for b in r.bottoms]) for r in self.layer_records)
 
     def data_layers(self) -> list:
         return [layer for layer in self.layers if hasattr(layer, "set_batch_index")]
@@ -715,7 +713,7 @@ class Net:
         start_i = self._layer_index(start, 0)
         end_i = self._layer_index(end, len(self.layers) - 1)
         self.forward_from_to(start_i, end_i)
-        names = self.outputs if end is None else [self.blob_names[i] for i in self.top_id_vecs[end_i]]
+        names = self.outputs if end is None else [top.name for top in self.layer_records[end_i].tops]
         names = list(dict.fromkeys(names + list(blobs or [])))
         return {name: self.blobs[name].data for name in names}
 

@@ -154,7 +154,7 @@ def first_non_finite_by_rerun(net: Net):
         if any(not np.isfinite(blob.cpu_data()).all() for blob in net.layers[i].blobs):
             return name, "param"
         net.forward_from_to(i, i)
-        if any(not np.isfinite(blob.cpu_data()).all() for blob in net.top_vecs[i]):
+        if any(not np.isfinite(blob.cpu_data()).all() for blob in net.layer_records[i].top_vec):
             return name, "top"
     return None
 

@@ -94,7 +94,7 @@ def test_backward_needs_and_lr_mult_zero():
                              'name: "a" type: "InnerProduct" bottom: "x" top: "a" '
                              'param { lr_mult: 0 } param { lr_mult: 0 }')
     net = make_net(text)
-    need = dict(zip(net.layer_names, net.layer_need_backward))
+    need = {r.name: r.need_backward for r in net.layer_records}
     assert not need["in"] and not need["a"] and need["b"] and need["loss"]
     assert net.layers[net.layer_names.index("a")].param_propagate_down == [False, False]
 
@@ -102,8 +102,8 @@ def test_backward_needs_and_lr_mult_zero():
 def test_force_backward_reaches_inputs_but_not_labels():
     net = make_net("force_backward: true\n" + TWO_HEADS)
     loss_id = net.layer_names.index("loss")
-    assert net.bottom_need_backward[loss_id] == [True, True]  # Euclidean allows both
-    assert net.layer_need_backward[net.layer_names.index("x_in_0_split")]
+    assert net.layer_records[loss_id].bottom_need_backward == [True, True]  # Euclidean allows both
+    assert net.layer_records[net.layer_names.index("x_in_0_split")].need_backward
 
 
 def test_split_gradient_sums_both_paths():
@@ -129,9 +129,9 @@ def test_propagate_down_false_stops_gradient():
     text = TWO_HEADS.replace(
         'bottom: "a" bottom: "b" top: "s" }', 'bottom: "a" bottom: "b" top: "s" propagate_down: false propagate_down: true }')
     net = make_net(text)
-    assert net.bottom_need_backward[net.layer_names.index("sum")] == [False, True]
+    assert net.layer_records[net.layer_names.index("sum")].bottom_need_backward == [False, True]
     # Nothing else needs the gradient of "a", so layer "a" no longer runs backward.
-    assert not net.layer_need_backward[net.layer_names.index("a")]
+    assert not net.layer_records[net.layer_names.index("a")].need_backward
 
 
 def test_shared_params_by_name():

@@ -51,7 +51,8 @@ def summarize(model, phase: str = "TRAIN", level: int = 0, stages=()) -> dict:
         raise MinicaffeError(f"--phase must be TRAIN or TEST, got {phase!r}")
     net = Net(model, TRAIN if phase == "TRAIN" else TEST, level=level, stages=stages)
     rows, seen_params, seen_tops = [], set(), set()
-    for name, layer, bottom, top in zip(net.layer_names, net.layers, net.bottom_vecs, net.top_vecs):
+    for record in net.layer_records:
+        name, layer, bottom, top = record.name, record.layer, record.bottom_vec, record.top_vec
         params = 0
         for blob in layer.blobs:
             # A shared parameter is a Blob sharing its owner's memory: count that memory once.

@@ -54,25 +54,26 @@ def time_net(model, iterations: int = 50, phase: str = "TRAIN", level: int = 0,
     logger.info("Performing Backward")
     net.backward_all()
 
-    layers, bottoms, tops = net.layers, net.bottom_vecs, net.top_vecs
+    records = net.layer_records
     logger.info("*** Benchmark begins ***")
     logger.info("Testing for %d iterations.", iterations)
-    forward_per_layer = [0.0] * len(layers)
-    backward_per_layer = [0.0] * len(layers)
+    forward_per_layer = [0.0] * len(records)
+    backward_per_layer = [0.0] * len(records)
     forward_time = backward_time = 0.0
     total_start = _clock()
     for j in range(iterations):
         iter_start = forward_start = _clock()
-        for i, layer in enumerate(layers):
+        for i, record in enumerate(records):
             start = _clock()
-            layer.forward(bottoms[i], tops[i])
+            record.layer.forward(record.bottom_vec, record.top_vec)
             forward_per_layer[i] += _clock() - start
         backward_start = _clock()
         forward_time += backward_start - forward_start
         # Like Caffe's tool, every layer's Backward runs, told which bottoms need a diff.
-        for i in reversed(range(len(layers))):
+        for i in reversed(range(len(records))):
+            record = records[i]
             start = _clock()
-            layers[i].backward(tops[i], net.bottom_need_backward[i], bottoms[i])
+            record.layer.backward(record.top_vec, record.bottom_need_backward, record.bottom_vec)
             backward_per_layer[i] += _clock() - start
         end = _clock()
         backward_time += end - backward_start
