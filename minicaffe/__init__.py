@@ -9,6 +9,7 @@ The package can stand in for pycaffe in everyday scripts:
     solver = caffe.get_solver("examples/mnist/lenet_solver.prototxt")
     solver.step(100)
 """
+import minicaffe.layers  # noqa: F401  (fills the layer registry)
 from minicaffe.blob import Blob
 from minicaffe.common import MinicaffeError, set_random_seed
 from minicaffe.layer import Layer, layer_registry

@@ -8,6 +8,7 @@ draws from `rng()`, so `set_random_seed(s)` makes a whole training run repeatabl
 from __future__ import annotations
 
 import contextlib
+import difflib
 
 import numpy as np
 
@@ -72,3 +73,11 @@ def rng_state() -> dict:
 
 def set_rng_state(state: dict) -> None:
     _rng.bit_generator.state = state
+
+
+def did_you_mean(name: str, known) -> str:
+    """" Did you mean 'ReLU'?" for a misspelt type name (close matches and case slips), or ""."""
+    known = list(known)
+    close = difflib.get_close_matches(name, known, n=3, cutoff=0.5)
+    close += [k for k in known if k.lower() == name.lower() and k not in close]
+    return f" Did you mean {', '.join(repr(c) for c in close)}?" if close else ""

@@ -18,13 +18,9 @@ registers itself with `@register_layer`; `create_layer(layer_param)` builds one.
 """
 from __future__ import annotations
 
-import difflib
-import importlib
-import pkgutil
-
 from minicaffe import common
 from minicaffe.blob import Blob
-from minicaffe.common import MinicaffeError
+from minicaffe.common import MinicaffeError, did_you_mean
 
 _REGISTRY: dict[str, type["Layer"]] = {}
 
@@ -178,27 +174,20 @@ def register_layer(cls: type[Layer]) -> type[Layer]:
     return cls
 
 
-def _load_all_layers() -> None:
-    import minicaffe.layers as package
-    for info in pkgutil.iter_modules(package.__path__):
-        importlib.import_module(f"{package.__name__}.{info.name}")
-
-
 def layer_registry() -> dict[str, type[Layer]]:
-    """Every registered layer type, by Caffe type name."""
-    _load_all_layers()
+    """Every registered layer type, by Caffe type name.
+
+    The contract knows no implementation: importing `minicaffe.layers` (which `import
+    minicaffe` does) runs each layer module's `@register_layer`.
+    """
     return dict(_REGISTRY)
 
 
 def create_layer(layer_param) -> Layer:
     """Build the layer a LayerParameter describes (Caffe's LayerRegistry::CreateLayer)."""
-    registry = layer_registry()
-    cls = registry.get(layer_param.type)
+    cls = _REGISTRY.get(layer_param.type)
     if cls is None:
-        close = difflib.get_close_matches(layer_param.type, registry, n=3, cutoff=0.5)
-        close += [t for t in registry if t.lower() == layer_param.type.lower() and t not in close]
-        hint = f" Did you mean {', '.join(repr(c) for c in close)}?" if close else ""
         raise MinicaffeError(
-            f"layer {layer_param.name!r}: unknown layer type {layer_param.type!r}.{hint} "
-            f"Known types: {', '.join(sorted(registry))}.")
+            f"layer {layer_param.name!r}: unknown layer type {layer_param.type!r}."
+            f"{did_you_mean(layer_param.type, _REGISTRY)} Known types: {', '.join(sorted(_REGISTRY))}.")
     return cls(layer_param)

@@ -1,4 +1,5 @@
 """The project's shape, enforced: numpy layers paired with kernels, README and CI in step."""
+import ast
 import inspect
 import shutil
 import subprocess
@@ -79,3 +80,66 @@ def test_what_the_readme_commands_create_is_ignored():
             "examples/mnist/lenet_iter_10000.caffemodel", "examples/mnist/lenet_iter_10000.solverstate"]
     ignored = git("check-ignore", "--no-index", *made).stdout.split()
     assert ignored == made
+
+
+# ---------------------------------------------------------------- the import graph
+def module_imports() -> dict[str, set[str]]:
+    """Every minicaffe module -> the minicaffe modules it imports, anywhere in its code
+    (a function-level import still ties the two together)."""
+    package = ROOT / "minicaffe"
+    files = {".".join(p.relative_to(ROOT).with_suffix("").parts).removesuffix(".__init__"): p
+             for p in package.rglob("*.py") if "proto" not in p.parts}
+    graph = {}
+    for name, path in files.items():
+        found = set()
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.Import):
+                found |= {alias.name for alias in node.names}
+            elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+                found |= {f"{node.module}.{a.name}" if f"{node.module}.{a.name}" in files else node.module
+                          for a in node.names}
+        graph[name] = {m for m in found if m in files and m != name}
+    return graph
+
+
+def layer_modules() -> set[str]:
+    """The modules that define a registered layer type (not the bases and helpers)."""
+    return {f"minicaffe.layers.{stem(cls)}" for cls in layer_registry().values()}
+
+
+def test_the_contract_imports_no_layer():
+    graph = module_imports()
+    for core in ("minicaffe.layer", "minicaffe.blob", "minicaffe.syncedmem"):
+        assert not {m for m in graph[core] if m.startswith("minicaffe.layers")}, core
+
+
+def test_no_layer_imports_another_layer():
+    graph, layers = module_imports(), layer_modules()
+    assert {m: graph[m] & layers for m in layers if graph[m] & layers} == {}
+
+
+def test_no_import_cycle():
+    graph = module_imports()
+    done, path = set(), []
+
+    def visit(module):
+        if module in path:
+            raise AssertionError("import cycle: " + " -> ".join(path[path.index(module):] + [module]))
+        if module not in done:
+            path.append(module)
+            for imported in sorted(graph[module]):
+                # a package importing its own submodules is how it fills registries, not a cycle
+                if not imported.startswith(module + "."):
+                    visit(imported)
+            path.pop()
+            done.add(module)
+
+    for module in sorted(graph):
+        visit(module)
+
+
+def test_the_layers_package_imports_every_layer_module():
+    listed = module_imports()["minicaffe.layers"]
+    registering = {f"minicaffe.layers.{p.stem}" for p in (ROOT / "minicaffe" / "layers").glob("[!_]*.py")
+                   if "@register_layer" in p.read_text()}
+    assert registering - listed == set()

@@ -31,8 +31,7 @@ from minicaffe import opencl
 from minicaffe.blob import Blob
 from minicaffe.common import MinicaffeError
 from minicaffe.layer import Layer, register_layer
-from minicaffe.layers.loss import launch_total
-from minicaffe.layers.softmax_loss import read_labels
+from minicaffe.layers.helpers import launch_total, read_labels
 
 
 @register_layer

@@ -23,7 +23,8 @@ from minicaffe import opencl
 from minicaffe.blob import Blob
 from minicaffe.common import MinicaffeError
 from minicaffe.layer import register_layer
-from minicaffe.layers.loss import LossLayer, launch_total
+from minicaffe.layers.helpers import launch_total
+from minicaffe.layers.loss import LossLayer
 
 
 @register_layer

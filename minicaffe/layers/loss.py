@@ -15,33 +15,14 @@ The deprecated `normalize` field still works as in Caffe: with `normalization` u
 `normalize: false` means BATCH_SIZE and `normalize: true` means VALID. The divisor is
 never below 1, so an all-ignored batch gives loss 0 rather than 0/0.
 
-On the device, a loss is totalled by ONE work-group (`launch_total`) that writes the
+On the device, a loss is totalled by ONE work-group (`helpers.launch_total`) that writes the
 scalar top itself, so the only copy to the host is the scalar that Layer.forward reads.
 """
-import numpy as np
-
-from minicaffe import opencl
 from minicaffe.common import MinicaffeError
 from minicaffe.layer import Layer
 from minicaffe.proto import caffe_pb2
 
 Norm = caffe_pb2.LossParameter
-
-
-def launch_total(file: str, name: str, n: int, *args) -> None:
-    """Run kernel `name` of `opencl/<file>` as one work-group over n values.
-
-    Such a kernel adds up n per-position values with `group_sum` (opencl/common.cl) and
-    has work-item 0 write the result into a scalar top; its last argument is the
-    local-memory scratch passed here. One group is plenty for the few values a loss
-    totals (one per position), and it needs no second pass or copy to the host.
-    """
-    import pyopencl  # only the OpenCL engine comes here
-
-    launcher = opencl.kernel(file, name)
-    group = launcher.work_group
-    scratch = pyopencl.LocalMemory(group * np.dtype(opencl.DTYPE).itemsize)
-    launcher.launch((group,), (group,), np.int32(n), *args, scratch)
 
 
 class LossLayer(Layer):

@@ -33,35 +33,11 @@ import numpy as np
 from minicaffe import opencl
 from minicaffe.blob import Blob
 from minicaffe.common import MinicaffeError
-from minicaffe.layers.loss import LossLayer, Norm, launch_total
-from minicaffe.layers.softmax import SoftmaxLayer
-from minicaffe.layer import register_layer
+from minicaffe.layer import create_layer, register_layer
+from minicaffe.layers.helpers import launch_total, read_labels
+from minicaffe.layers.loss import LossLayer, Norm
 
 FLT_MIN = float(np.finfo(np.float32).tiny)
-
-
-def read_labels(layer, scores_shape: tuple, labels: np.ndarray, axis: int, ignore_label):
-    """Labels as ints of shape (outer, inner) and the mask of positions that count.
-
-    Shared with Accuracy. Labels are truncated to int as Caffe's static_cast does;
-    a label outside [0, C) that is not `ignore_label` is an error naming its position.
-    The OpenCL engine checks them here too: labels come from the Data layer on the
-    host, so reading them there costs no copy, and a bad label is a clear error
-    rather than an out-of-bounds read on the device.
-    """
-    outer = int(np.prod(scores_shape[:axis]))
-    channels = scores_shape[axis]
-    if not np.all(np.isfinite(labels)):
-        raise MinicaffeError(f"{layer.type} layer {layer.name!r}: labels must be finite numbers")
-    label = labels.reshape(outer, -1).astype(np.int64)
-    valid = np.ones(label.shape, dtype=bool) if ignore_label is None else label != ignore_label
-    bad = valid & ((label < 0) | (label >= channels))
-    if bad.any():
-        i, j = np.argwhere(bad)[0]
-        raise MinicaffeError(
-            f"{layer.type} layer {layer.name!r}: label {label[i, j]} at position {i * label.shape[1] + j} "
-            f"is out of range [0, {channels}) for scores of shape {scores_shape} (axis {axis})")
-    return label, valid
 
 
 @register_layer
@@ -79,7 +55,7 @@ class SoftmaxWithLossLayer(LossLayer):
         softmax_param.CopyFrom(self.layer_param)
         softmax_param.type = "Softmax"
         softmax_param.ClearField("loss_weight")
-        self.softmax_layer = SoftmaxLayer(softmax_param)
+        self.softmax_layer = create_layer(softmax_param)  # through the registry, as Caffe does
         self.prob = Blob(name=f"{self.name}.prob")
         # Device scratch (Caffe's loss_data and counts_): per-position losses and
         # 0/1 counts, and the scalar normalizer that forward works out for backward.

@@ -6,10 +6,9 @@ the time anything here can be imported, every solver is registered.
 """
 from __future__ import annotations
 
-import difflib
 import os
 
-from minicaffe.common import MinicaffeError
+from minicaffe.common import MinicaffeError, did_you_mean
 from minicaffe.proto import caffe_pb2
 from minicaffe.solver import Solver, read_solver_file, upgrade_solver_param
 
@@ -43,9 +42,7 @@ def get_solver(param_or_path, source: str | None = None, **kwargs) -> Solver:
         param = upgrade_solver_param(param, source or "the SolverParameter")
     cls = _REGISTRY.get(param.type)
     if cls is None:
-        close = difflib.get_close_matches(param.type, _REGISTRY, n=2, cutoff=0.5)
-        close += [t for t in _REGISTRY if t.lower() == param.type.lower() and t not in close]
-        hint = f" Did you mean {', '.join(repr(c) for c in close)}?" if close else ""
         raise MinicaffeError(f"{source or 'the SolverParameter'}: unknown solver type {param.type!r}."
-                             f"{hint} Known types: {', '.join(sorted(_REGISTRY))}.")
+                             f"{did_you_mean(param.type, _REGISTRY)} Known types: "
+                             f"{', '.join(sorted(_REGISTRY))}.")
     return cls(param, source, **kwargs)
