@@ -50,8 +50,3 @@ def run_one(layer, bottom, top, dy):
     top.diff = dy
     layer.backward([top], [True], [bottom])
     return y, bottom.cpu_diff().copy()
-
-
-# For tests that need the OpenCL engine whatever the `mode` (cross-engine comparisons);
-# tests/conftest.py skips them, with one summary line, where no device works.
-needs_device = pytest.mark.opencl

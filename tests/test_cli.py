@@ -161,10 +161,9 @@ def test_solver_mode_gpu_without_opencl_warns_and_trains_on_numpy(workdir, capsy
     assert common.mode() == common.CPU and os.path.exists("snaps/tiny_iter_4.caffemodel")
 
 
-needs_opencl = pytest.mark.opencl
 
 
-@needs_opencl
+@pytest.mark.opencl
 def test_a_gpu_that_does_not_exist_is_one_paragraph(workdir, capsys, monkeypatch):
     monkeypatch.delenv("MINICAFFE_DEVICE", raising=False)
     for verb in (["train", "--solver", "solver.prototxt"], ["time", "--model", "net.prototxt"],
@@ -173,7 +172,7 @@ def test_a_gpu_that_does_not_exist_is_one_paragraph(workdir, capsys, monkeypatch
         assert_one_paragraph_error(code, err, "OpenCL device '42' does not exist", "Devices found:")
 
 
-@needs_opencl
+@pytest.mark.opencl
 def test_device_query_prints_the_device(capsys):
     from minicaffe import opencl
     assert cli.main(["device_query"]) == 0

@@ -20,7 +20,6 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import NO_DEVICE
 
 ROOT = Path(__file__).resolve().parents[1]
 LESSONS = ROOT / "lessons"
@@ -29,17 +28,13 @@ WRONG = sorted((LESSONS / "wrong").glob("[0-9][0-9]_*.py"))
 NAMES = [p.name for p in LESSON_DIRS]
 
 
-def opencl_works() -> bool:
-    from minicaffe import opencl
-    try:
-        return opencl.available()
-    except Exception:
-        return False
+def lesson_params(names):
+    """Lesson 09 writes an OpenCL kernel: its cases carry the `opencl` marker."""
+    return [pytest.param(n, marks=pytest.mark.opencl) if lesson_needs_device(n) else n for n in names]
 
 
-def needs_device(lesson: str) -> None:
-    if lesson.startswith("09_") and not opencl_works():
-        pytest.skip(NO_DEVICE)  # lesson 09 writes a kernel
+def lesson_needs_device(name: str) -> bool:
+    return name.startswith("09_")
 
 
 def lesson_of(wrong: Path) -> str:
@@ -99,18 +94,16 @@ def test_every_lesson_is_complete():
             f"{folder.name}: the solution defines functions the exercise does not"
 
 
-@pytest.mark.parametrize("lesson", NAMES)
+@pytest.mark.parametrize("lesson", lesson_params(NAMES))
 def test_solutions_pass(solutions, lesson):
-    needs_device(lesson)
     results = solutions.get(lesson, [])
     assert results, f"no checks ran for {lesson}:\n{solutions['_output'][0][2]}"
     bad = [(name, outcome, message[:500]) for name, outcome, message in results if outcome != "passed"]
     assert not bad, f"{lesson}: the reference solution fails its checks: {bad}"
 
 
-@pytest.mark.parametrize("lesson", NAMES)
+@pytest.mark.parametrize("lesson", lesson_params(NAMES))
 def test_starters_fail_with_todo(starters, lesson):
-    needs_device(lesson)
     results = starters.get(lesson, [])
     assert results, f"no checks ran for {lesson}:\n{starters['_output'][0][2]}"
     for name, outcome, message in results:
@@ -119,10 +112,10 @@ def test_starters_fail_with_todo(starters, lesson):
             f"{lesson}::{name} failed, but not with the starter's TODO:\n{message[:1500]}"
 
 
-@pytest.mark.parametrize("wrong", WRONG, ids=[w.stem for w in WRONG])
+@pytest.mark.parametrize("wrong", [pytest.param(w, marks=pytest.mark.opencl) if lesson_needs_device(lesson_of(w))
+                                   else w for w in WRONG], ids=[w.stem for w in WRONG])
 def test_wrong_solutions_fail(wrong, tmp_path):
     lesson = lesson_of(wrong)
-    needs_device(lesson)
     results = run_checks([lesson], str(wrong.relative_to(ROOT)), tmp_path / "report.xml")
     outcomes = [outcome for _, outcome, _ in results.get(lesson, [])]
     assert outcomes, f"no checks ran for {wrong.name}:\n{results['_output'][0][2]}"

@@ -152,7 +152,6 @@ def keep_engine():
     common.set_mode(old)
 
 
-needs_opencl = pytest.mark.opencl
 
 
 def solver_mode_for(mode) -> str:
@@ -677,7 +676,7 @@ def test_select_mode_uses_the_device_when_opencl_works(monkeypatch):
         common.set_device(old_device)
 
 
-@needs_opencl
+@pytest.mark.opencl
 def test_a_device_that_does_not_exist_is_an_error_listing_the_devices(monkeypatch):
     from minicaffe import opencl
     monkeypatch.delenv("MINICAFFE_DEVICE", raising=False)
@@ -727,7 +726,7 @@ def linear_solver(extra, mode_name, prefix=None):
     return get_solver(text_format.Merge(text, caffe_pb2.SolverParameter()))
 
 
-@needs_opencl
+@pytest.mark.opencl
 @pytest.mark.parametrize("extra", UPDATE_SETTINGS)
 def test_device_update_matches_numpy(extra):
     results = {}
@@ -743,7 +742,7 @@ def test_device_update_matches_numpy(extra):
         np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-7)
 
 
-@needs_opencl
+@pytest.mark.opencl
 def test_device_clipping_logs_the_norm(capsys):
     norms = []
     for mode_name in ("CPU", "GPU"):
@@ -754,7 +753,7 @@ def test_device_clipping_logs_the_norm(capsys):
     assert norms[1] == pytest.approx(norms[0], rel=1e-5)
 
 
-@needs_opencl
+@pytest.mark.opencl
 @pytest.mark.parametrize("extra", [UPDATE_SETTINGS[0], UPDATE_SETTINGS[3]])
 @pytest.mark.parametrize("first, second", [("CPU", "GPU"), ("GPU", "CPU")])
 def test_a_solverstate_from_one_engine_resumes_on_the_other(tmp_path, extra, first, second):

@@ -12,7 +12,7 @@ from minicaffe.layer import create_layer
 from minicaffe.syncedmem import SyncedMemory
 from minicaffe.testing import GradientChecker
 from minicaffe.testing.engines import compare_engines
-from tests.strategies import blob_from, blobs, layer_param, needs_device, shapes
+from tests.strategies import blob_from, blobs, layer_param, shapes
 
 
 def concat(name="concat", **fields):
@@ -102,7 +102,7 @@ def test_gradient_one_bottom_only(mode, case, data):
     GradientChecker(1e-2, 1e-2).check_gradient(concat(**fields), bottoms, [Blob()], which)
 
 
-@needs_device
+@pytest.mark.opencl
 @given(case=concat_cases(max_bottoms=4), data=st.data())
 def test_engines_agree(case, data):
     # Pure copies on both engines: exact agreement, for any subset of bottoms to propagate to.
@@ -112,7 +112,7 @@ def test_engines_agree(case, data):
                     propagate_down=down, rtol=0, atol=0)
 
 
-@needs_device
+@pytest.mark.opencl
 def test_device_path_makes_no_host_copies():
     a, b = blob_from(np.ones((2, 1, 3))), blob_from(np.zeros((2, 2, 3)))
     top, layer = Blob(), concat()

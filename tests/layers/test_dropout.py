@@ -13,7 +13,7 @@ from minicaffe.layers.dropout import hash_uniform
 from minicaffe.syncedmem import SyncedMemory
 from minicaffe.testing import GradientChecker
 from minicaffe.testing.engines import compare_engines
-from tests.strategies import blob_from, blobs, layer_param, needs_device
+from tests.strategies import blob_from, blobs, layer_param
 
 
 def dropout_param(ratio=0.5, phase="TRAIN"):
@@ -165,7 +165,7 @@ def test_masks_differ_between_forwards(mode, ratio):
     assert not np.array_equal(first, top.cpu_data())
 
 
-@needs_device
+@pytest.mark.opencl
 @given(bottom=blobs(), ratio=st.one_of(st.just(0.0), ratios),
        phase=st.sampled_from(["TRAIN", "TEST"]), seed=st.integers(0, 2**31 - 1))
 def test_engines_agree(bottom, ratio, phase, seed):
@@ -173,7 +173,7 @@ def test_engines_agree(bottom, ratio, phase, seed):
     compare_engines(dropout_param(ratio, phase), [bottom.cpu_data()], seed=seed, rtol=0, atol=0)
 
 
-@needs_device
+@pytest.mark.opencl
 @pytest.mark.parametrize("in_place", [False, True])
 @pytest.mark.parametrize("phase", ["TRAIN", "TEST"])
 def test_device_path_makes_no_host_copies(in_place, phase):

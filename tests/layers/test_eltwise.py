@@ -12,7 +12,7 @@ from minicaffe.layer import create_layer
 from minicaffe.syncedmem import SyncedMemory
 from minicaffe.testing import GradientChecker
 from minicaffe.testing.engines import compare_engines
-from tests.strategies import blob_from, blobs, layer_param, needs_device, shapes
+from tests.strategies import blob_from, blobs, layer_param, shapes
 
 
 def eltwise(name="eltwise", **fields):
@@ -136,7 +136,7 @@ def test_stable_and_unstable_prod_agree_away_from_zero(mode, shape, k, data):
     np.testing.assert_allclose(results[0], results[1], rtol=1e-5)
 
 
-@needs_device
+@pytest.mark.opencl
 @given(case=eltwise_cases(), ties=st.booleans(), data=st.data())
 def test_engines_agree(case, ties, data):
     bottoms, fields = case
@@ -151,7 +151,7 @@ def test_engines_agree(case, ties, data):
     compare_engines(param, x, propagate_down=down, **({"rtol": 0, "atol": 0} if exact else {}))
 
 
-@needs_device
+@pytest.mark.opencl
 @pytest.mark.parametrize("operation", ["PROD", "SUM", "MAX"])
 def test_device_path_makes_no_host_copies(operation):
     bottom = [blob_from(A), blob_from(B), blob_from(C)]

@@ -13,7 +13,7 @@ from minicaffe.layer import create_layer
 from minicaffe.layers.flatten import FlattenLayer
 from minicaffe.testing import GradientChecker
 from minicaffe.testing.engines import compare_engines
-from tests.strategies import blob_from, blobs, layer_param, needs_device
+from tests.strategies import blob_from, blobs, layer_param
 
 
 def flatten(**fields):
@@ -94,7 +94,7 @@ def test_device_body_is_the_host_body():
     assert FlattenLayer.backward_gpu is FlattenLayer.backward_cpu
 
 
-@needs_device
+@pytest.mark.opencl
 @given(case=flatten_cases())
 def test_engines_agree(case):
     bottom, axis, end_axis, _, _ = case

@@ -12,7 +12,7 @@ from minicaffe.layer import create_layer
 from minicaffe.syncedmem import SyncedMemory
 from minicaffe.testing import GradientChecker
 from minicaffe.testing.engines import compare_engines
-from tests.strategies import blob_from, blobs, layer_param, needs_device, run_one
+from tests.strategies import blob_from, blobs, layer_param, run_one
 
 
 def relu_param(slope=0.0):
@@ -67,14 +67,14 @@ def test_output_keeps_sign_and_positive_part(mode, bottom, slope):
     np.testing.assert_allclose(y[x <= 0], np.float32(slope) * x[x <= 0], rtol=1e-6)
 
 
-@needs_device
+@pytest.mark.opencl
 @given(bottom=blobs(), slope=st.one_of(st.just(0.0), st.floats(-1.0, 2.0, width=32)))
 def test_engines_agree(bottom, slope):
     # Forward is exact on both; backward's dy * slope rounds once more in numpy (float64).
     compare_engines(relu_param(slope), [bottom.cpu_data()], rtol=1e-6, atol=0)
 
 
-@needs_device
+@pytest.mark.opencl
 @pytest.mark.parametrize("in_place", [False, True])
 def test_device_path_makes_no_host_copies(in_place):
     bottom = blob_from([[-1.0, 2.0], [0.5, -3.0]])

@@ -13,7 +13,7 @@ from minicaffe.layer import create_layer
 from minicaffe.layers.reshape import ReshapeLayer
 from minicaffe.testing import GradientChecker
 from minicaffe.testing.engines import compare_engines
-from tests.strategies import blob_from, blobs, layer_param, needs_device, shapes
+from tests.strategies import blob_from, blobs, layer_param, shapes
 
 
 def reshape(dims, name="reshape", **fields):
@@ -124,7 +124,7 @@ def test_device_body_is_the_host_body():
     assert ReshapeLayer.backward_gpu is ReshapeLayer.backward_cpu
 
 
-@needs_device
+@pytest.mark.opencl
 @given(case=reshape_cases())
 def test_engines_agree(case):
     bottom, dims, axis, num_axes, _ = case

@@ -14,7 +14,7 @@ from minicaffe.layer import create_layer
 from minicaffe.syncedmem import SyncedMemory
 from minicaffe.testing import GradientChecker
 from minicaffe.testing.engines import compare_engines
-from tests.strategies import blob_from, blobs, layer_param, needs_device, run_one
+from tests.strategies import blob_from, blobs, layer_param, run_one
 
 
 def sigmoid():
@@ -61,7 +61,7 @@ def test_range_symmetry_and_no_overflow(mode, bottom):
     np.testing.assert_allclose(y + top_minus.cpu_data(), 1.0, atol=1e-6)  # sigma(-x) = 1 - sigma(x)
 
 
-@needs_device
+@pytest.mark.opencl
 @given(bottom=blobs(low=-10.0, high=10.0), engine=st.sampled_from(["DEFAULT", "CAFFE"]),
        seed=st.integers(0, 2**31 - 1))
 def test_engines_agree(bottom, engine, seed):
@@ -70,7 +70,7 @@ def test_engines_agree(bottom, engine, seed):
     compare_engines(param, [bottom.cpu_data()], seed=seed)
 
 
-@needs_device
+@pytest.mark.opencl
 @pytest.mark.parametrize("in_place", [False, True])
 def test_device_path_makes_no_host_copies(in_place):
     x = np.float32([[-1.0, 2.0], [0.5, -3.0]])

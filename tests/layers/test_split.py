@@ -12,7 +12,7 @@ from minicaffe.layer import create_layer
 from minicaffe.syncedmem import SyncedMemory
 from minicaffe.testing import GradientChecker
 from minicaffe.testing.engines import compare_engines
-from tests.strategies import blob_from, blobs, layer_param, needs_device
+from tests.strategies import blob_from, blobs, layer_param
 
 
 def split(name="split"):
@@ -73,7 +73,7 @@ def test_propagate_down_false_leaves_bottom_diff(mode):
     np.testing.assert_array_equal(bottom.cpu_diff(), [7, 8])
 
 
-@needs_device
+@pytest.mark.opencl
 @given(bottom=blobs(), num_tops=st.integers(1, 4), seed=st.integers(0, 2**31 - 1))
 def test_engines_agree(bottom, num_tops, seed):
     # The device adds the top diffs in the same order as numpy: exact agreement.
@@ -81,7 +81,7 @@ def test_engines_agree(bottom, num_tops, seed):
                     rtol=0, atol=0)
 
 
-@needs_device
+@pytest.mark.opencl
 def test_device_path_makes_no_host_copies():
     bottom, tops, layer = blob_from([1.0, 2.0, 3.0]), [Blob(), Blob(), Blob()], split()
     with common.using_mode(common.GPU):

@@ -14,7 +14,7 @@ from minicaffe.layer import create_layer
 from minicaffe.syncedmem import SyncedMemory
 from minicaffe.testing import GradientChecker
 from minicaffe.testing.engines import compare_engines
-from tests.strategies import blob_from, blobs, layer_param, needs_device, run_one
+from tests.strategies import blob_from, blobs, layer_param, run_one
 
 
 def tanh():
@@ -59,7 +59,7 @@ def test_odd_and_bounded(mode, bottom):
     np.testing.assert_allclose(top.cpu_data(), -y, atol=1e-7)  # tanh(-x) = -tanh(x)
 
 
-@needs_device
+@pytest.mark.opencl
 @given(bottom=blobs(low=-6.0, high=6.0), engine=st.sampled_from(["DEFAULT", "CAFFE"]),
        seed=st.integers(0, 2**31 - 1))
 def test_engines_agree(bottom, engine, seed):
@@ -68,7 +68,7 @@ def test_engines_agree(bottom, engine, seed):
     compare_engines(param, [bottom.cpu_data()], seed=seed)
 
 
-@needs_device
+@pytest.mark.opencl
 @pytest.mark.parametrize("in_place", [False, True])
 def test_device_path_makes_no_host_copies(in_place):
     x = np.float32([[-1.0, 2.0], [0.5, -3.0]])
