@@ -88,6 +88,18 @@ def test_ties_pick_the_first_maximum_in_row_major_order(mode):
                                                          [3, 3, 3, 3], [3, 3, 3, 1]])
 
 
+@pytest.mark.parametrize("num_tops", [1, 2])
+def test_mask_when_windows_tile_the_image(mode, num_tops):
+    # LeNet's 2x2 stride 2: every pixel in exactly one window. Caffe fills the mask
+    # (max_idx_, or the second top) whatever the geometry.
+    x = [[[[1, 3, 2, 0], [4, 2, 9, 1], [0, 0, 1, 1], [5, 0, 1, 7]]]]
+    layer = pooling(pool="MAX", kernel_size=2, stride=2)
+    _, tops = forward(layer, x, num_tops)
+    np.testing.assert_array_equal(tops[0].cpu_data()[0, 0], [[4, 9], [5, 7]])
+    mask = tops[1] if num_tops == 2 else layer.max_idx
+    np.testing.assert_array_equal(mask.cpu_data()[0, 0], [[4, 6], [12, 15]])
+
+
 def test_max_backward_routes_to_argmax(mode):
     layer = pooling(pool="MAX", kernel_size=2, stride=1)
     bottom, (top,) = forward(layer, [[[[1, 2, 5, 2, 3], [9, 4, 1, 4, 8], [1, 2, 5, 2, 3]]]])
@@ -230,6 +242,8 @@ def reference(x, param, dy):
 
 
 @given(pool_params(), st.integers(0, 2**31 - 1), st.booleans())
+@example(({"pool": "MAX", "round_mode": "CEIL", "kernel_h": 1, "kernel_w": 1, "stride_h": 1,
+           "stride_w": 2, "pad_h": 0, "pad_w": 0}, (1, 1, 2, 1)), 0, False)  # one top, windows tile
 def test_matches_caffe_loops(mode, params, seed, ties):
     param, shape = params
     rng = np.random.default_rng(seed)
@@ -247,6 +261,17 @@ def test_matches_caffe_loops(mode, params, seed, ties):
     tops[0].diff = dy
     layer.backward(tops, [True], [bottom])
     np.testing.assert_allclose(bottom.cpu_diff(), dx, rtol=1e-5, atol=1e-6)
+
+
+def test_mask_indices_of_a_large_image(mode):
+    # Mask indices h W + w past 255, in a small kernel: 3 rows of 200 columns, 3x3 windows.
+    x = np.random.default_rng(5).standard_normal((1, 2, 3, 200)).astype(np.float32)
+    param = {"pool": "MAX", "kernel_size": 3, "stride": 3, "pad": 0}
+    layer = pooling(**param)
+    _, (top,) = forward(layer, x)
+    _, mask, _ = reference(x, param, np.zeros(top.shape))
+    assert mask.max() > 400
+    np.testing.assert_array_equal(layer.max_idx.cpu_data(), mask)
 
 
 def test_windows_past_the_image_follow_caffe(mode):
