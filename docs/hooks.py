@@ -8,7 +8,8 @@
 * directives in hand-written pages, replaced by text read from the code:
   `<!-- docstring: minicaffe.syncedmem -->` (a module's docstring) and
   `<!-- summary: examples/mnist/lenet.prototxt TEST -->` (`minicaffe summary`'s table),
-  `<!-- drawings -->` (LeNet's TRAIN and TEST nets side by side).
+  `<!-- drawings -->` (LeNet's TRAIN and TEST nets side by side),
+  `<!-- source: minicaffe/layers/tanh.py -->` (a whole file, as a code block).
 """
 from __future__ import annotations
 
@@ -160,6 +161,14 @@ def on_files(files, config):
 _DOCSTRING = re.compile(r"<!--\s*docstring:\s*([\w.]+)\s*-->")
 _SUMMARY = re.compile(r"<!--\s*summary:\s*(\S+)\s+(TRAIN|TEST)\s*-->")
 _DRAWING = re.compile(r"<!--\s*drawings\s*-->")
+_SOURCE = re.compile(r"<!--\s*source:\s*(\S+)\s*-->")
+_LANGUAGES = {".py": "python", ".cl": "c", ".toml": "toml"}
+
+
+def _source(match) -> str:
+    """A file of the repository, whole, as a code block: the page shows the code as it is."""
+    path = ROOT / match[1]
+    return f"`{match[1]}`\n\n```{_LANGUAGES.get(path.suffix, 'text')}\n{path.read_text().rstrip()}\n```"
 
 
 def _summary(match) -> str:
@@ -182,4 +191,5 @@ def _drawing(match) -> str:
 def on_page_markdown(markdown, page, config, files):
     markdown = _DOCSTRING.sub(lambda m: importlib.import_module(m[1]).__doc__.strip(), markdown)
     markdown = _SUMMARY.sub(_summary, markdown)
+    markdown = _SOURCE.sub(_source, markdown)
     return _DRAWING.sub(_drawing, markdown)

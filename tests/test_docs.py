@@ -68,3 +68,7 @@ def test_mkdocs_build_strict(tmp_path):
         page = (site / "lessons" / folder.name / "index.html").read_text()
         assert "NotImplementedError" in page and f"lessons/{folder.name}" in page, folder.name
     assert (site / "lessons/index.html").exists()
+    # The how-to page shows the real files of its example layer, read at build time.
+    how_to = (site / "how-to-add-a-layer/index.html").read_text()
+    for shown in ("TanHLayer", "tanh_forward", "check_gradient_eltwise", "minicaffe/layers/tanh.py"):
+        assert shown in how_to, shown
