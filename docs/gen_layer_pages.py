@@ -7,7 +7,9 @@ repository at build time (nothing is copied by hand):
 * the blob-count rules (class attributes) and the prototxt parameters: every field of
   each `*_param` message the layer reads, with type and default from the protobuf
   descriptor and the comment from `minicaffe/proto/caffe.proto`;
-* the numpy module and its OpenCL twin `opencl/<stem>.cl`, side by side;
+* the numpy module and its OpenCL twin `opencl/<stem>.cl`, side by side, with the
+  modules of the layer's base classes (e.g. `base_conv.py` under Convolution) whose
+  helpers it calls;
 * the gradient-check tests from `tests/layers/test_<stem>.py`.
 
 `docs/hooks.py` adds the pages to the site; `python docs/gen_layer_pages.py OUT` writes
@@ -172,9 +174,22 @@ def split_module(path: Path) -> tuple[str, str]:
     return doc, body
 
 
+def base_modules(cls: type[Layer]) -> list[Path]:
+    """The modules of the layer's base classes below Layer, where they are not its own
+    (e.g. `base_conv.py` for Convolution, `neuron.py` for ReLU)."""
+    own, paths = Path(inspect.getfile(cls)), []
+    for klass in cls.__mro__[1:]:
+        if klass is Layer or not issubclass(klass, Layer):
+            continue
+        path = Path(inspect.getfile(klass))
+        if path != own and path not in paths:
+            paths.append(path)
+    return paths
+
+
 def kernel_files(cls: type[Layer], stem: str) -> list[Path]:
-    """`opencl/<stem>.cl` first, then the other kernel files the module launches."""
-    source = Path(inspect.getfile(cls)).read_text()
+    """`opencl/<stem>.cl` first, then the other kernel files the module (or its bases) launch."""
+    source = "\n".join(p.read_text() for p in [Path(inspect.getfile(cls))] + base_modules(cls))
     names = [f"{stem}.cl"] + re.findall(r'"(\w+\.cl)"', source)
     seen, files = set(), []
     for name in names:
@@ -226,15 +241,19 @@ def layer_page(layer_type: str, cls: type[Layer], comments: dict) -> str:
     class_doc = inspect.cleandoc(cls.__doc__ or "")
     kernels = kernel_files(cls, stem)
     tests = gradient_tests(stem)
+    bases = [(path.relative_to(ROOT), *split_module(path)) for path in base_modules(cls)]
 
     # No table of contents on layer pages: the width goes to the two code columns.
     out = ["---", "hide:", "  - toc", "---", "", f"# {layer_type}", ""]
-    files = [f"`{rel}`"] + [f"`opencl/{k.name}`" for k in kernels] + \
+    files = [f"`{rel}`"] + [f"`{base}`" for base, _, _ in bases] + \
+            [f"`opencl/{k.name}`" for k in kernels] + \
             ([f"`tests/layers/test_{stem}.py`"] if (TESTS / f"test_{stem}.py").exists() else [])
     out += [f"**Files:** {' · '.join(files)}", ""]
     out += ["## What it computes", "", module_doc, ""]
     if class_doc and "see the module docstring" not in class_doc.lower():
         out += [f"`{cls.__name__}`:", "", class_doc, ""]
+    for base, base_doc, _ in bases:
+        out += [f"### Shared with other layers: `{base}`", "", base_doc, ""]
     out += ["## Blobs and shapes", ""]
     out += [f"- {rule}" for rule in blob_rules(cls)]
     out += ["", "The shapes of the tops follow from the bottoms as the docstring above says; "
@@ -245,8 +264,10 @@ def layer_page(layer_type: str, cls: type[Layer], comments: dict) -> str:
     out += ["## Implementation: numpy and OpenCL", "",
             "The numpy module (left) and its device twin (right) read line for line alike.", "",
             '<div class="code-pair" markdown>', "", '<div markdown>', "",
-            f"**numpy** · `{rel}`", "", fence(module_body, "python"), "", "</div>", "",
-            '<div markdown>', ""]
+            f"**numpy** · `{rel}`", "", fence(module_body, "python"), ""]
+    for base, _, base_body in bases:
+        out += [f"**numpy** · `{base}`", "", fence(base_body, "python"), ""]
+    out += ["</div>", "", '<div markdown>', ""]
     if kernels:
         for k in kernels:
             out += [f"**OpenCL** · `opencl/{k.name}`", "", fence(k.read_text(), "c"), ""]

@@ -40,7 +40,8 @@ Why two: numpy is fast on long contiguous runs and slow on short ones. In Caffe'
 layout the copy moves runs of $O_d$ values (one output row); when the output plane is small
 (8 x 8 in LeNet's conv2) those runs are short and the per-image products are small. With
 the batch last, a run is $O_d \cdot N$ values and the product is one large GEMM, at the
-price of transposing the input and the output. The convolution layer picks the layout.
+price of transposing the input and the output. `layers/base_conv.py` picks the layout
+(`_batch_last`, with the measurements).
 
 Neither function loops over pixels: im2col is a single copy out of a strided *view*
 (`numpy.lib.stride_tricks.as_strided`) of the padded input, and col2im loops only over the

@@ -15,9 +15,9 @@ kernel (or a cuBLAS call) per operation. minicaffe does the same with OpenCL:
   returns a `Launcher`. Calling it, `launcher(n, *args)`, runs the kernel over n
   items: `n` is passed first as an `int`, and the range is n rounded up to whole
   work-groups (capped; kernels loop with `KERNEL_LOOP`).
-* **Maths.** `fill`, `axpy`, `scal`, `dot`, `gemm`, `im2col`, ... : Caffe's
-  `caffe_gpu_*` functions (math_functions.hpp, im2col.hpp) backed by opencl/math.cl,
-  opencl/gemm.cl and opencl/im2col.cl.
+* **Maths.** `fill`, `axpy`, `scal`, `dot`, `im2col`, ... : Caffe's `caffe_gpu_*`
+  functions (math_functions.hpp, im2col.hpp) backed by opencl/math.cl and
+  opencl/im2col.cl. GEMM, with its choice of kernels per device, is `opencl_gemm.py`.
 
 Importing this module never touches OpenCL: pyopencl is imported, and a device
 opened, on the first call that needs one. `available()` says whether that works.
@@ -143,6 +143,8 @@ class Device:
         # Grid-stride launches stop growing at this many work-items; beyond it,
         # each work-item takes several items, which is cheaper than more groups.
         self.max_global = self.work_group * 64 * max(1, device.max_compute_units)
+        # CPU devices (PoCL) run work-groups as loops: opencl_gemm picks vector kernels.
+        self.is_cpu = bool(device.type & cl.device_type.CPU)
 
 
 _devices: dict[int, Device] = {}
@@ -481,94 +483,6 @@ def sum(n: int, x) -> float:  # noqa: A001
 def dot(n: int, x, y) -> float:
     """sum x_i y_i (caffe_gpu_dot)."""
     return _reduce(n, REDUCE_DOT, x, y)
-
-
-# ---------------------------------------------------------------------- GEMM
-def gemm(trans_a: bool, trans_b: bool, M: int, N: int, K: int, alpha: float, A, B,
-         beta: float, C, a_offset: int = 0, b_offset: int = 0, c_offset: int = 0,
-         variant: str | None = None) -> None:
-    """C = alpha op(A) op(B) + beta C, row-major, as caffe_gpu_gemm (see opencl/gemm.cl).
-
-    op(A) is M x K (A stored K x M when `trans_a`), op(B) is K x N (B stored N x K when
-    `trans_b`), C is M x N; each starts `*_offset` values into its buffer. K = 0 is
-    allowed (an empty sum: C = beta C). `variant` forces one kernel (tests use it); by
-    default `_gemm_variant` picks the fastest that fits the device and the shape.
-    """
-    if M <= 0 or N <= 0:
-        return
-    dev = device()
-    variant = variant or _gemm_variant(dev, trans_a, trans_b, M, N, K)
-    shape = _gemm_shape(dev)
-    options = tuple(f"-D{name}={value}" for name, value in shape.items())
-    i32 = np.int32
-    if variant in ("tiled", "blocked"):
-        tile = shape["TILE"]
-        # Each work-group covers a tile x tile block of C (tiled) or a block x block one.
-        covers = tile if variant == "tiled" else tile * shape["WPT"]
-        kernel("gemm.cl", f"gemm_{variant}", options).launch(
-            (ceil(N / covers) * tile, ceil(M / covers) * tile), (tile, tile),
-            i32(M), i32(N), i32(K), DTYPE(alpha), A, i32(a_offset), i32(bool(trans_a)),
-            B, i32(b_offset), i32(bool(trans_b)), DTYPE(beta), C, i32(c_offset))
-    elif variant == "strips" and not trans_b:
-        # Work-groups of strips side by side along N: they share rows of A in cache.
-        strips, group = ceil(N / shape["VW"]), 8
-        kernel("gemm.cl", "gemm_strips", options).launch(
-            (ceil(strips / group) * group, ceil(M / shape["RM"])), (group, 1),
-            i32(M), i32(N), i32(K), DTYPE(alpha), A, i32(a_offset), i32(bool(trans_a)),
-            B, i32(b_offset), DTYPE(beta), C, i32(c_offset))
-    elif variant == "dots" and trans_b and not trans_a:
-        kernel("gemm.cl", "gemm_dots", options).launch(
-            (ceil(N / shape["RD"]), ceil(M / shape["RD"])), None,
-            i32(M), i32(N), i32(K), DTYPE(alpha), A, i32(a_offset),
-            B, i32(b_offset), DTYPE(beta), C, i32(c_offset))
-    else:
-        raise ValueError(f"gemm variant must be 'tiled', 'blocked', 'strips' (B not "
-                         f"transposed) or 'dots' (only B transposed), got {variant!r} "
-                         f"with trans_a={bool(trans_a)}, trans_b={bool(trans_b)}")
-
-
-def _gemm_variant(dev: Device, trans_a: bool, trans_b: bool, M: int, N: int, K: int) -> str:
-    """The kernel for this product: SIMD strips or dots on CPUs, local-memory tiles on GPUs.
-
-    Under PoCL the vector kernels run 5-20x faster than the tiled ones (measured on
-    LeNet's products: 15-35 GFLOP/s against 1-5 on two cores). They need a full vector
-    of columns (strips) or of k (dots); smaller products go to the tiled kernels.
-    """
-    if dev.device.type & _cl().device_type.CPU:
-        vw = _gemm_shape(dev)["VW"]
-        if not trans_b and N >= vw:
-            return "strips"
-        if trans_b and not trans_a and K >= vw:
-            return "dots"
-    tile, wpt = _gemm_shape(dev)["TILE"], _gemm_shape(dev)["WPT"]
-    return "blocked" if M >= tile * wpt and N >= tile * wpt else "tiled"
-
-
-def _gemm_shape(dev: Device) -> dict[str, int]:
-    """gemm.cl's sizes for this device, passed to it as -D options.
-
-    Tiled kernels (TILE, WPT): GPUs get 16 x 16 work-groups, 4 x 4 values per work-item
-    (the usual choice); devices with small work-groups 8 x 8 groups. CPUs (PoCL runs a
-    work-group as a loop) 8 x 8 groups of 8 x 8 values, about 1.5x faster there.
-    CPU kernels (VW, RM, RD): vectors as wide as the device prefers (16 floats with
-    AVX-512, 8 with AVX), strips of 16 rows (12 with narrower vectors, so that the
-    accumulators stay in registers), 4 x 4 dot products per work-item.
-    """
-    cl = _cl()
-    if dev.device.type & cl.device_type.CPU:
-        vw = 16 if dev.device.preferred_vector_width_float >= 16 else 8
-        return {"TILE": 8, "WPT": 8, "VW": vw, "RM": 16 if vw == 16 else 12, "RD": 4}
-    tile = 16 if dev.device.max_work_group_size >= 256 else 8
-    return {"TILE": tile, "WPT": 4, "VW": 4, "RM": 8, "RD": 4}
-
-
-def gemv(trans_a: bool, M: int, N: int, alpha: float, A, x, beta: float, y,
-         a_offset: int = 0, x_offset: int = 0, y_offset: int = 0) -> None:
-    """y = alpha op(A) x + beta y with A stored M x N (caffe_gpu_gemv), via gemm."""
-    if trans_a:  # y (N) = A^T (N x M) x (M)
-        gemm(True, False, N, 1, M, alpha, A, x, beta, y, a_offset, x_offset, y_offset)
-    else:  # y (M) = A (M x N) x (N)
-        gemm(False, False, M, 1, N, alpha, A, x, beta, y, a_offset, x_offset, y_offset)
 
 
 # ---------------------------------------------------------------------- im2col

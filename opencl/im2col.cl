@@ -10,7 +10,7 @@
 // and 0 where that pixel falls in the padding. With num = 1 this is Caffe's layout
 // and convolution is weights (num_output x C kh kw) times col, one GEMM per image;
 // with the whole batch side by side it is one GEMM for all images (see
-// minicaffe/layers/convolution.py for why that is faster).
+// minicaffe/layers/base_conv.py for why that is faster).
 //
 // `im_offset` / `col_offset` say where the images and the columns start in their buffers.
 #include "common.cl"

@@ -13,7 +13,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from minicaffe import common, opencl
+from minicaffe import common, opencl, opencl_gemm
 from minicaffe.blob import Blob
 from minicaffe.common import MinicaffeError
 from minicaffe.syncedmem import HEAD_AT_CPU, HEAD_AT_GPU, SYNCED, UNINITIALIZED, SyncedMemory
@@ -296,8 +296,8 @@ def check_gemm(M, N, K, trans_a, trans_b, alpha, beta, offsets, variant, seed):
         host = np.full(offset + array.size + pad, -7.0, dtype=np.float32)
         host[offset:offset + array.size] = array.ravel()
         buffers.append(to_device(host))
-    opencl.gemm(trans_a, trans_b, M, N, K, alpha, buffers[0], buffers[1], beta, buffers[2],
-                a_off, b_off, c_off, variant=variant)
+    opencl_gemm.gemm(trans_a, trans_b, M, N, K, alpha, buffers[0], buffers[1], beta,
+                     buffers[2], a_off, b_off, c_off, variant=variant)
     out = to_host(buffers[2], c_off + C.size + pad)
 
     opA = (A.T if trans_a else A).astype(np.float64)
@@ -335,7 +335,7 @@ def test_gemm_edges(variant, trans_a, trans_b, M, N, K):
 def test_gemm_empty_sum_scales_c():
     c = to_device([1.0, 2.0, 3.0, 4.0])
     a = opencl.allocate(1)
-    opencl.gemm(False, False, 2, 2, 0, 1.0, a, a, 2.0, c)
+    opencl_gemm.gemm(False, False, 2, 2, 0, 1.0, a, a, 2.0, c)
     np.testing.assert_array_equal(to_host(c, 4), [2, 4, 6, 8])
 
 
@@ -344,10 +344,10 @@ def test_gemv():
     A = rng.uniform(-1, 1, (5, 4)).astype(np.float32)
     x5, x4 = rng.uniform(-1, 1, 5).astype(np.float32), rng.uniform(-1, 1, 4).astype(np.float32)
     y = opencl.allocate(5)
-    opencl.gemv(False, 5, 4, 2.0, to_device(A), to_device(x4), 0.0, y)
+    opencl_gemm.gemv(False, 5, 4, 2.0, to_device(A), to_device(x4), 0.0, y)
     np.testing.assert_allclose(to_host(y, 5), 2 * A @ x4, rtol=1e-5, atol=1e-6)
     y = to_device(np.ones(4))
-    opencl.gemv(True, 5, 4, 1.0, to_device(A), to_device(x5), 1.0, y)
+    opencl_gemm.gemv(True, 5, 4, 1.0, to_device(A), to_device(x5), 1.0, y)
     np.testing.assert_allclose(to_host(y, 4), A.T @ x5 + 1, rtol=1e-5, atol=1e-6)
 
 

@@ -23,7 +23,7 @@ Each is one GEMM over the whole batch; numpy hands the transposed operands to BL
 flags, without copying them, and the device GEMM (`opencl/gemm.cl`) takes the same flags.
 
 Device twin: `opencl/inner_product.cl` (the bias: added to every row forward, summed
-down the columns backward; the products are `opencl.gemm` calls).
+down the columns backward; the products are `opencl_gemm.gemm` calls).
 
     layer {
       name: "ip1" type: "InnerProduct" bottom: "pool2" top: "ip1"
@@ -38,7 +38,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from minicaffe import opencl
+from minicaffe import opencl, opencl_gemm
 from minicaffe.blob import Blob
 from minicaffe.common import MinicaffeError
 from minicaffe.filler import fill
@@ -123,7 +123,8 @@ class InnerProductLayer(Layer):
     def forward_gpu(self, bottom, top):
         M, N, K = self.M, self.num_output, self.K
         x, w, y = bottom[0].gpu_data(), self.blobs[0].gpu_data(), top[0].mutable_gpu_data()
-        opencl.gemm(False, not self.transpose, M, N, K, 1.0, x, w, 0.0, y)  # Y = X Wᵀ (or X W)
+        # Y = X Wᵀ (or X W)
+        opencl_gemm.gemm(False, not self.transpose, M, N, K, 1.0, x, w, 0.0, y)
         if self.bias_term:
             opencl.kernel("inner_product.cl", "inner_product_bias_forward")(
                 M * N, self.blobs[1].gpu_data(), np.int32(N), y)
@@ -134,12 +135,12 @@ class InnerProductLayer(Layer):
         if self.param_propagate(0):
             x, dw = bottom[0].gpu_data(), self.blobs[0].mutable_gpu_diff()
             if self.transpose:  # dW (K x N) += Xᵀ dY
-                opencl.gemm(True, False, K, N, M, 1.0, x, dy, 1.0, dw)
+                opencl_gemm.gemm(True, False, K, N, M, 1.0, x, dy, 1.0, dw)
             else:               # dW (N x K) += dYᵀ X
-                opencl.gemm(True, False, N, K, M, 1.0, dy, x, 1.0, dw)
+                opencl_gemm.gemm(True, False, N, K, M, 1.0, dy, x, 1.0, dw)
         if self.bias_term and self.param_propagate(1):
             opencl.kernel("inner_product.cl", "inner_product_bias_backward")(
                 N, dy, np.int32(M), self.blobs[1].mutable_gpu_diff())
         if propagate_down[0]:  # dX = dY op(W)ᵀ
             w, dx = self.blobs[0].gpu_data(), bottom[0].mutable_gpu_diff()
-            opencl.gemm(False, self.transpose, M, K, N, 1.0, dy, w, 0.0, dx)
+            opencl_gemm.gemm(False, self.transpose, M, K, N, 1.0, dy, w, 0.0, dx)
