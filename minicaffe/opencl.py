@@ -32,6 +32,7 @@ import numpy as np
 
 from minicaffe import common
 from minicaffe.common import MinicaffeError
+from minicaffe.im2col import conv_out_shape
 
 INSTALL_HINT = ("Install an OpenCL driver: on Debian/Ubuntu the PoCL CPU driver is "
                 "`apt-get install pocl-opencl-icd` (check with `clinfo -l`); from PyPI, "
@@ -486,11 +487,7 @@ def dot(n: int, x, y) -> float:
 
 
 # ---------------------------------------------------------------------- im2col
-def conv_output_size(size: int, kernel_size: int, pad: int, stride: int, dilation: int) -> int:
-    """Output length along one axis (Caffe's formula, used by im2col and Convolution)."""
-    return (size + 2 * pad - (dilation * (kernel_size - 1) + 1)) // stride + 1
-
-
+# The output geometry is im2col.py's conv_out_shape: one formula for both engines.
 def im2col(im, channels: int, height: int, width: int, kernel_h: int, kernel_w: int,
            pad_h: int, pad_w: int, stride_h: int, stride_w: int,
            dilation_h: int, dilation_w: int, col, im_offset: int = 0, col_offset: int = 0,
@@ -499,8 +496,8 @@ def im2col(im, channels: int, height: int, width: int, kernel_h: int, kernel_w: 
 
     With num = 1 this is Caffe's im2col_gpu; see opencl/im2col.cl for the layout.
     """
-    oh = conv_output_size(height, kernel_h, pad_h, stride_h, dilation_h)
-    ow = conv_output_size(width, kernel_w, pad_w, stride_w, dilation_w)
+    oh, ow = conv_out_shape((height, width), (kernel_h, kernel_w), (pad_h, pad_w),
+                            (stride_h, stride_w), (dilation_h, dilation_w))
     i32 = np.int32
     kernel("im2col.cl", "im2col")(  # one work-item per output row of each col row
         channels * kernel_h * kernel_w * num * oh, im, i32(im_offset), i32(height), i32(width),
@@ -513,8 +510,8 @@ def col2im(col, channels: int, height: int, width: int, kernel_h: int, kernel_w:
            dilation_h: int, dilation_w: int, im, col_offset: int = 0, im_offset: int = 0,
            num: int = 1) -> None:
     """The adjoint of im2col: im (overwritten) = sum of the col entries from each pixel."""
-    oh = conv_output_size(height, kernel_h, pad_h, stride_h, dilation_h)
-    ow = conv_output_size(width, kernel_w, pad_w, stride_w, dilation_w)
+    oh, ow = conv_out_shape((height, width), (kernel_h, kernel_w), (pad_h, pad_w),
+                            (stride_h, stride_w), (dilation_h, dilation_w))
     i32 = np.int32
     kernel("im2col.cl", "col2im")(  # one work-item per image row
         num * channels * height, col, i32(col_offset), i32(height), i32(width),
@@ -533,8 +530,7 @@ class ConvGeometry:
     def __init__(self, size, kernel, pad, stride, dilation):
         self.size, self.kernel = tuple(size), tuple(kernel)
         self.pad, self.stride, self.dilation = tuple(pad), tuple(stride), tuple(dilation)
-        self.out = tuple(conv_output_size(*axis) for axis in
-                         zip(self.size, self.kernel, self.pad, self.stride, self.dilation))
+        self.out = conv_out_shape(self.size, self.kernel, self.pad, self.stride, self.dilation)
         self.num_axes = len(self.size)
         if not 1 <= self.num_axes <= 8:  # MAX_AXES in im2col.cl
             raise MinicaffeError(f"im2col_nd handles 1 to 8 spatial axes, got {self.num_axes}")
