@@ -187,10 +187,17 @@ def base_modules(cls: type[Layer]) -> list[Path]:
     return paths
 
 
+# Engine functions that launch a shared kernel file for the layer that calls them.
+SHARED_KERNEL_CALLS = {"opencl.im2col": "im2col.cl", "opencl.col2im": "im2col.cl",
+                       "opencl_gemm.": "gemm.cl"}
+
+
 def kernel_files(cls: type[Layer], stem: str) -> list[Path]:
-    """`opencl/<stem>.cl` first, then the other kernel files the module (or its bases) launch."""
+    """`opencl/<stem>.cl` first, then the other kernel files the module (or its bases)
+    launch, directly or through the engine's im2col and GEMM functions."""
     source = "\n".join(p.read_text() for p in [Path(inspect.getfile(cls))] + base_modules(cls))
     names = [f"{stem}.cl"] + re.findall(r'"(\w+\.cl)"', source)
+    names += [file for call, file in SHARED_KERNEL_CALLS.items() if call in source]
     seen, files = set(), []
     for name in names:
         if name not in seen and (KERNELS / name).exists():

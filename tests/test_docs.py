@@ -40,6 +40,7 @@ def test_layer_page_parts():
     assert "`num_output`" in conv and "`bias_term` | bool | `true`" in conv  # from the descriptor
     assert '<div class="code-pair" markdown>' in conv and "```c" in conv  # numpy beside OpenCL
     assert "GradientChecker" in conv  # the gradient test
+    assert "opencl/im2col.cl" in conv and "opencl/gemm.cl" in conv  # the kernels doing the work
     assert "No kernel" in pages[gen.page_path("Flatten")]
     pooling = pages[gen.page_path("Pooling")]
     assert "PoolMethod (MAX / AVE / STOCHASTIC) | `MAX`" in pooling
