@@ -33,14 +33,6 @@ def opencl_problem() -> str:
     return "" if opencl.available() else opencl.why_unavailable()
 
 
-def opencl_available() -> bool:
-    """True when the OpenCL engine works on the selected device."""
-    try:
-        return not opencl_problem()
-    except MinicaffeError:
-        return False
-
-
 def select_mode(use_gpu: bool, device_id: int = 0, required: bool = False) -> str:
     """Set the process-wide mode: GPU when asked for and the OpenCL engine works, else CPU.
 

@@ -9,6 +9,7 @@ Without a working device they skip, and the run ends with one line saying how ma
 and how to get a device. Under MINICAFFE_REQUIRE_DEVICE=1 (CI sets it) a missing device
 stops the run before any test, so the OpenCL half can never be dropped silently there.
 """
+import functools
 import os
 
 import pytest
@@ -29,15 +30,14 @@ HOW_TO_GET_ONE = ("to run them, install an OpenCL driver, e.g. PoCL, which runs 
                   "`sudo apt-get install pocl-opencl-icd` (README: 'An OpenCL device')")
 
 
+@functools.cache
 def device_problem() -> str:
     """Why no OpenCL device works here ("" when one does), probed once per run."""
     from minicaffe.engine import opencl_problem
-    if not hasattr(device_problem, "answer"):
-        try:
-            device_problem.answer = opencl_problem()
-        except common.MinicaffeError as error:  # e.g. MINICAFFE_DEVICE names no device
-            device_problem.answer = str(error)
-    return device_problem.answer
+    try:
+        return opencl_problem()
+    except common.MinicaffeError as error:  # e.g. MINICAFFE_DEVICE names no device
+        return str(error)
 
 
 def pytest_configure(config):
