@@ -26,7 +26,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
-from google.protobuf import unknown_fields
 
 from minicaffe import common
 from minicaffe.blob import Blob
@@ -313,6 +312,11 @@ class Net:
 
     # ---- construction
     def _init(self, in_param) -> None:
+        if in_param.layers:
+            raise MinicaffeError(
+                f"it is written in Caffe's legacy V1 format ({len(in_param.layers)} `layers` "
+                "entries), which minicaffe does not read yet; upgrade it with Caffe's "
+                "upgrade_net_proto_text / upgrade_net_proto_binary")
         self.phase = in_param.state.phase
         param = insert_splits(filter_net(upgrade_inputs(in_param)))
         self.name = param.name
@@ -791,7 +795,7 @@ class Net:
         learnable = [name for name, layer in self.layer_dict.items() if layer.blobs]
         missing = [name for name in learnable if name not in copied]
         if learnable and not copied:
-            legacy = any(field.field_number == 2 for field in unknown_fields.UnknownFieldSet(source))
+            legacy = len(source.layers) > 0
             hint = ("it holds Caffe's legacy V1 `layers`, which minicaffe does not read yet; "
                     "upgrade it with Caffe's upgrade_net_proto_binary" if legacy else
                     f"its layers are {[layer.name for layer in source.layer][:12]}")

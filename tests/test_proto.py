@@ -8,7 +8,9 @@ import pytest
 
 from minicaffe import protoio
 from minicaffe.common import MinicaffeError
+from minicaffe.net import TEST, Net
 from minicaffe.proto import caffe_pb2
+from tests.zoo import CAFFE_MODELS, caffe_prototxts, require_caffe_models
 
 PROTO_DIR = Path(__file__).resolve().parents[1] / "minicaffe" / "proto"
 
@@ -83,3 +85,74 @@ def test_write_atomic_leaves_no_temp_and_keeps_old_on_failure(tmp_path, monkeypa
     with pytest.raises(OSError):
         protoio.write_atomic(path, b"new")
     assert path.read_bytes() == b"old" and [p.name for p in tmp_path.iterdir()] == ["a.bin"]
+
+
+# ---- the whole schema: Caffe's 63 messages, and every prototxt Caffe ships parses
+CAFFE_MESSAGES = """
+    BlobShape BlobProto BlobProtoVector Datum FillerParameter NetParameter SolverParameter
+    SolverState NetState NetStateRule ParamSpec LayerParameter TransformationParameter
+    LossParameter AccuracyParameter ArgMaxParameter ClipParameter ConcatParameter
+    BatchNormParameter BiasParameter ContrastiveLossParameter ConvolutionParameter
+    CropParameter DataParameter DropoutParameter DummyDataParameter EltwiseParameter
+    ELUParameter EmbedParameter ExpParameter FlattenParameter HDF5DataParameter
+    HDF5OutputParameter HingeLossParameter ImageDataParameter InfogainLossParameter
+    InnerProductParameter InputParameter LogParameter LRNParameter MemoryDataParameter
+    MVNParameter ParameterParameter PoolingParameter PowerParameter PythonParameter
+    RecurrentParameter ReductionParameter ReLUParameter ReshapeParameter ScaleParameter
+    SigmoidParameter SoftmaxParameter SwishParameter TanHParameter
+    TileParameter ThresholdParameter WindowDataParameter SPPParameter V1LayerParameter
+    V0LayerParameter""".split()
+
+
+def test_every_caffe_message_is_in_the_schema():
+    # The list above is the table of contents of BVLC Caffe's caffe.proto: 63 messages.
+    assert len(CAFFE_MESSAGES) == 63
+    assert set(caffe_pb2.DESCRIPTOR.message_types_by_name) == set(CAFFE_MESSAGES)
+
+
+@pytest.mark.parametrize("message, field, number", [
+    ("NetParameter", "layers", 2), ("V1LayerParameter", "layer", 1),
+    ("V1LayerParameter", "blobs_lr", 7), ("V0LayerParameter", "kernelsize", 8),
+    ("LayerParameter", "clip_param", 148), ("LayerParameter", "swish_param", 147),
+    ("LayerParameter", "recurrent_param", 146), ("LayerParameter", "spp_param", 132),
+    ("ReductionParameter", "coeff", 3), ("MVNParameter", "eps", 3),
+])
+def test_new_field_numbers_are_caffes(message, field, number):
+    assert getattr(caffe_pb2, message).DESCRIPTOR.fields_by_name[field].number == number
+
+
+def test_new_defaults_are_caffes():
+    assert caffe_pb2.MVNParameter().eps == pytest.approx(1e-9)
+    assert caffe_pb2.MVNParameter().normalize_variance is True
+    assert caffe_pb2.ContrastiveLossParameter().margin == 1.0
+    assert caffe_pb2.HingeLossParameter().norm == caffe_pb2.HingeLossParameter.L1
+    assert caffe_pb2.ReductionParameter().operation == caffe_pb2.ReductionParameter.SUM
+    assert caffe_pb2.TileParameter().axis == 1
+    assert caffe_pb2.SwishParameter().beta == 1.0
+    assert caffe_pb2.V1LayerParameter.LayerType.Value("ABSVAL") == 35
+    assert caffe_pb2.V0LayerParameter().det_crop_mode == "warp"
+
+
+@pytest.mark.parametrize("path", caffe_prototxts(), ids=lambda p: str(p.relative_to(CAFFE_MODELS)))
+def test_every_caffe_prototxt_parses(path):
+    if "solver" in path.name:
+        param = protoio.read_solver_param(path)
+        assert param.base_lr > 0
+    else:
+        param = protoio.read_net_param(path)
+        assert len(param.layer) > 0 and all(layer.type for layer in param.layer)
+
+
+def test_all_of_caffes_prototxts_are_found():
+    require_caffe_models()
+    # models/ (7 nets with their solvers), examples/ and ResNet/SqueezeNet: 63 files.
+    assert len(caffe_prototxts()) == 63
+
+
+def test_a_v1_prototxt_is_named_as_legacy(tmp_path):
+    path = tmp_path / "v1.prototxt"
+    path.write_text('name: "old"\nlayers {\n  name: "ip"\n  type: INNER_PRODUCT\n  bottom: "x"\n'
+                    '  top: "y"\n  inner_product_param { num_output: 2 }\n}\n')
+    assert protoio.read_net_param(path).layers[0].type == caffe_pb2.V1LayerParameter.INNER_PRODUCT
+    with pytest.raises(MinicaffeError, match=r"v1.prototxt: .*legacy V1 format \(1 `layers`"):
+        Net(str(path), TEST)
