@@ -97,9 +97,9 @@ CAFFE_MESSAGES = """
     ELUParameter EmbedParameter ExpParameter FlattenParameter HDF5DataParameter
     HDF5OutputParameter HingeLossParameter ImageDataParameter InfogainLossParameter
     InnerProductParameter InputParameter LogParameter LRNParameter MemoryDataParameter
-    MVNParameter ParameterParameter PoolingParameter PowerParameter PythonParameter
+    MVNParameter ParameterParameter PoolingParameter PowerParameter PReLUParameter PythonParameter
     RecurrentParameter ReductionParameter ReLUParameter ReshapeParameter ScaleParameter
-    SigmoidParameter SoftmaxParameter SwishParameter TanHParameter
+    SigmoidParameter SliceParameter SoftmaxParameter SwishParameter TanHParameter
     TileParameter ThresholdParameter WindowDataParameter SPPParameter V1LayerParameter
     V0LayerParameter""".split()
 
