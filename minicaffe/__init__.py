@@ -41,7 +41,8 @@ def layer_type_list() -> list[str]:
 
 def __getattr__(name):
     # The solvers import the net and the data layers: load them on first use only.
-    if name in ("get_solver", "SGDSolver", "NesterovSolver", "AdamSolver", "Solver"):
+    if name in ("get_solver", "SGDSolver", "NesterovSolver", "AdaGradSolver", "RMSPropSolver",
+                "AdaDeltaSolver", "AdamSolver", "Solver"):
         import minicaffe.solvers as solvers
         return getattr(solvers, name)
     raise AttributeError(f"module 'minicaffe' has no attribute {name!r}")

@@ -49,6 +49,12 @@ SOLVERS = {
     "Nesterov": 'type: "Nesterov" base_lr: 0.01 momentum: 0.9 weight_decay: 0.0005 '
                 'regularization_type: "L1" clip_gradients: 0.5 iter_size: 2 lr_policy: "fixed"',
     "Adam": 'type: "Adam" base_lr: 0.001 momentum: 0.9 momentum2: 0.999 weight_decay: 0.0005 lr_policy: "fixed"',
+    # Caffe's examples/mnist/mnist_autoencoder_solver_adagrad, lenet_solver_rmsprop and
+    # lenet_adadelta_solver settings
+    "AdaGrad": 'type: "AdaGrad" base_lr: 0.01 weight_decay: 0.0005 lr_policy: "fixed"',
+    "RMSProp": 'type: "RMSProp" base_lr: 0.01 momentum: 0.0 rms_decay: 0.98 weight_decay: 0.0005 '
+               'lr_policy: "inv" gamma: 0.0001 power: 0.75',
+    "AdaDelta": 'type: "AdaDelta" base_lr: 1.0 momentum: 0.95 delta: 1e-6 weight_decay: 0.0005 lr_policy: "fixed"',
 }
 
 
