@@ -15,8 +15,9 @@ KERNELS = ROOT / "opencl"
 # Kernel files that serve many layers rather than twin one module.
 SHARED_KERNELS = {"common", "math", "gemm", "im2col"}
 # Layers whose GPU body is their CPU body: they only share memory or do no arithmetic
-# (Flatten, Reshape, Input), or fill the host side that the next layer copies in (Data).
-NO_ARITHMETIC = {"Flatten", "Reshape", "Input", "Data"}
+# (Flatten, Reshape, Input, Parameter, Silence), or fill the host side that the next layer
+# copies in (Data). Silence's backward only zeroes diffs, with the shared opencl.fill.
+NO_ARITHMETIC = {"Flatten", "Reshape", "Input", "Data", "Parameter", "Silence"}
 
 
 def stem(cls) -> str:
