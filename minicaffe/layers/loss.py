@@ -4,10 +4,12 @@ Two bottoms (prediction, target), one scalar top whose loss weight defaults to 1
 no gradient for the target (labels are data, not something to learn).
 
 Also Caffe's loss normalization (`LossParameter.normalization`), shared by the loss
-layers that average over output locations (SoftmaxWithLoss, and others later):
+layers that average over output locations (SoftmaxWithLoss, InfogainLoss,
+SigmoidCrossEntropyLoss):
 
     FULL        divide by every location, outer_num * inner_num
-    VALID       divide by the locations whose label is not `ignore_label` (the default)
+    VALID       divide by the locations whose label is not `ignore_label` (the default,
+                but SigmoidCrossEntropyLoss defaults to BATCH_SIZE, as in Caffe)
     BATCH_SIZE  divide by outer_num, the batch size
     NONE        do not divide
 
@@ -42,12 +44,18 @@ class LossLayer(Layer):
         return bottom_index != 1
 
     # ---- normalization (Caffe's LossLayer::GetNormalizer and its callers' set-up)
-    def normalization_mode(self) -> int:
-        """The effective `LossParameter.NormalizationMode`, honouring the deprecated `normalize`."""
+    def normalization_mode(self, when_unset: int = Norm.VALID) -> int:
+        """The effective `LossParameter.NormalizationMode`, honouring the deprecated `normalize`.
+
+        `when_unset` is the mode when neither field is given: the proto default VALID for
+        most layers, but SigmoidCrossEntropyLoss keeps its historical BATCH_SIZE.
+        """
         loss_param = self.layer_param.loss_param
-        if not loss_param.HasField("normalization") and loss_param.HasField("normalize"):
+        if loss_param.HasField("normalization"):
+            return loss_param.normalization
+        if loss_param.HasField("normalize"):
             return Norm.VALID if loss_param.normalize else Norm.BATCH_SIZE
-        return loss_param.normalization
+        return when_unset
 
     @staticmethod
     def get_normalizer(mode: int, outer_num: int, inner_num: int, valid_count: int = -1) -> float:
