@@ -83,7 +83,8 @@ def param_fields(cls: type[Layer]) -> list[str]:
         if klass is Layer or not issubclass(klass, Layer):
             continue
         source = inspect.getsource(sys.modules[klass.__module__])
-        for name in re.findall(r"\b(\w+_param)\b", source):
+        # Not a keyword argument (`pooling_param=...`): that builds an inner layer's message.
+        for name in re.findall(r"\b(\w+_param)\b(?!\s*=[^=])", source):
             if name in layer_fields and layer_fields[name].message_type and name not in found:
                 found.append(name)
     return found
@@ -210,6 +211,9 @@ def no_kernel_reason(cls: type[Layer]) -> str:
     if not cls.has_gpu():
         return f"{cls.type} has no OpenCL implementation: in GPU mode it raises a clear error."
     if cls.forward_gpu is getattr(cls, "forward_cpu", None):
+        if "create_layer(" in inspect.getsource(sys.modules[cls.__module__]):
+            return (f"{cls.type} has no kernel: its GPU methods are its CPU methods, which run "
+                    "inner layers; each of those runs its own kernels on the device.")
         return (f"{cls.type} has no kernel: its GPU methods are its CPU methods. It only reshapes, "
                 "shares or loads memory, so there is nothing to compute on the device; "
                 "SyncedMemory copies the values to the device when a kernel first reads them.")

@@ -15,9 +15,13 @@ KERNELS = ROOT / "opencl"
 # Kernel files that serve many layers rather than twin one module.
 SHARED_KERNELS = {"common", "math", "gemm", "im2col"}
 # Layers whose GPU body is their CPU body: they only share memory or do no arithmetic
-# (Flatten, Reshape, Input, Parameter, Silence), or fill the host side that the next layer
-# copies in (Data). Silence's backward only zeroes diffs, with the shared opencl.fill.
-NO_ARITHMETIC = {"Flatten", "Reshape", "Input", "Data", "Parameter", "Silence"}
+# (Flatten, Reshape, Input, Parameter, Silence), fill the host side that the next layer
+# copies in (Data), or only run inner layers, which pick their own engine (SPP). Silence's
+# backward only zeroes diffs, with the shared opencl.fill.
+NO_ARITHMETIC = {"Flatten", "Reshape", "Input", "Data", "Parameter", "Silence", "SPP"}
+# Layers whose device arithmetic is all in the kernels of a base class shared with another
+# layer: Deconvolution runs base_conv.py's helpers, whose twin is convolution.cl.
+SHARED_TWIN = {"Deconvolution": "convolution"}
 
 
 def stem(cls) -> str:
@@ -31,9 +35,10 @@ def test_every_layer_has_an_opencl_twin(type_name):
     if type_name in NO_ARITHMETIC:
         assert cls.forward_gpu is cls.forward_cpu
         return
-    kernel = KERNELS / f"{stem(cls)}.cl"
+    twin = SHARED_TWIN.get(type_name, stem(cls))
+    kernel = KERNELS / f"{twin}.cl"
     assert kernel.exists(), f"{type_name}: no {kernel.relative_to(ROOT)}"
-    assert f"opencl/{stem(cls)}.cl" in inspect.getmodule(cls).__doc__, \
+    assert f"opencl/{twin}.cl" in inspect.getmodule(cls).__doc__, \
         f"{type_name}: the module docstring should name its device twin"
 
 
