@@ -6,13 +6,18 @@ every layer module is listed). The base modules (`neuron.py`, `loss.py`) and `he
 register no type; no layer module imports another layer module.
 """
 from minicaffe.layers import (  # noqa: F401  (imported for their @register_layer)
+    absval,
     accuracy,
+    bnll,
+    clip,
     concat,
     convolution,
     data,
     dropout,
     eltwise,
+    elu,
     euclidean_loss,
+    exp,
     flatten,
     inner_product,
     input,
