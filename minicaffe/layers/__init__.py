@@ -6,9 +6,12 @@ every layer module is listed). The base modules (`neuron.py`, `loss.py`) and `he
 register no type; no layer module imports another layer module.
 """
 from minicaffe.layers import (  # noqa: F401  (imported for their @register_layer)
+    absval,
     accuracy,
     argmax,
     batch_reindex,
+    bnll,
+    clip,
     concat,
     contrastive_loss,
     convolution,
@@ -17,8 +20,10 @@ from minicaffe.layers import (  # noqa: F401  (imported for their @register_laye
     deconvolution,
     dropout,
     eltwise,
+    elu,
     embed,
     euclidean_loss,
+    exp,
     filter,
     flatten,
     hinge_loss,
