@@ -7,6 +7,8 @@ register no type; no layer module imports another layer module.
 """
 from minicaffe.layers import (  # noqa: F401  (imported for their @register_layer)
     accuracy,
+    batch_norm,
+    bias,
     concat,
     convolution,
     data,
@@ -19,6 +21,7 @@ from minicaffe.layers import (  # noqa: F401  (imported for their @register_laye
     pooling,
     relu,
     reshape,
+    scale,
     sigmoid,
     softmax,
     softmax_loss,
