@@ -4,6 +4,9 @@
   Accuracy).
 * `launch_total`: a one-work-group OpenCL reduction that writes a scalar top on the
   device (the losses and Accuracy).
+* `launch_per_slice`: one work-group per channel for per-channel OpenCL reductions
+  (BatchNorm, Scale, Bias).
+* `operand_shape`, `broadcast_dims`, `canonical_axis`: the axis rules of Scale and Bias.
 """
 import numpy as np
 
@@ -49,3 +52,66 @@ def launch_total(file: str, name: str, n: int, *args) -> None:
     group = launcher.work_group
     scratch = pyopencl.LocalMemory(group * np.dtype(opencl.DTYPE).itemsize)
     launcher.launch((group,), (group,), np.int32(n), *args, scratch)
+
+
+def launch_per_slice(file: str, name: str, slices: int, length: int, *args) -> None:
+    """Run kernel `name` of `opencl/<file>` as one work-group per slice.
+
+    For per-channel reductions (BatchNorm's statistics, the Scale and Bias parameter
+    gradients): `slices` independent sums of `length` values each. Work-group g owns
+    slice g; its work-items add up their share and `group_sum` (opencl/common.cl) joins
+    them, so each total is made on the device in one pass. The group is no larger than
+    the slice (a slice of 1 value gets a group of 1), so many short slices still keep
+    every work-item busy. The kernel's arguments are (slices, ..., scratch): the
+    local-memory scratch is passed last, here.
+    """
+    import pyopencl  # only the OpenCL engine comes here
+
+    if slices <= 0:
+        return
+    launcher = opencl.kernel(file, name)
+    group = max(1, min(launcher.work_group, length))
+    scratch = pyopencl.LocalMemory(group * np.dtype(opencl.DTYPE).itemsize)
+    launcher.launch((slices * group,), (group,), np.int32(slices), *args, scratch)
+
+
+def operand_shape(layer, bottom, axis: int, num_axes: int, what: str) -> tuple:
+    """The shape of a learned operand that spans `num_axes` axes of `bottom` from `axis`.
+
+    Scale and Bias learn a blob shaped like a run of the bottom's axes: `num_axes` of
+    them from `axis`, or every remaining one for num_axes = -1 (0 gives a scalar).
+    """
+    axis = canonical_axis(layer, bottom, axis)
+    if num_axes < -1:
+        raise MinicaffeError(f"{layer.type} layer {layer.name!r}: num_axes must be non-negative, "
+                             f"or -1 to extend to the end of the bottom; got {num_axes}")
+    if num_axes >= 0 and bottom.num_axes < axis + num_axes:
+        raise MinicaffeError(f"{layer.type} layer {layer.name!r}: the {what} blob would span "
+                             f"{num_axes} axes from axis {axis}, past the end of bottom "
+                             f"{bottom.name!r} of shape {bottom.shape}")
+    return bottom.shape[axis:] if num_axes == -1 else bottom.shape[axis:axis + num_axes]
+
+
+def broadcast_dims(layer, bottom, operand, axis: int, what: str) -> tuple[int, int, int]:
+    """(outer, dim, inner): `bottom` viewed as (outer, dim, inner) around `operand`.
+
+    `operand` (Scale's scale, Bias's bias) must match the bottom's axes from `axis` on,
+    one for one; it then applies to every outer and inner position. A scalar operand
+    matches anywhere, so its axis is taken as 0 (Caffe does the same).
+    """
+    axis = 0 if operand.num_axes == 0 else canonical_axis(layer, bottom, axis)
+    span = bottom.shape[axis:axis + operand.num_axes]
+    if bottom.num_axes < axis + operand.num_axes or span != operand.shape:
+        raise MinicaffeError(f"{layer.type} layer {layer.name!r}: the {what} of shape "
+                             f"{operand.shape} does not match bottom {bottom.name!r} of shape "
+                             f"{bottom.shape} from axis {axis} (its axes there are {span})")
+    return (bottom.count_range(0, axis), operand.count,
+            bottom.count_range(axis + operand.num_axes))
+
+
+def canonical_axis(layer, blob, axis: int) -> int:
+    """`blob.canonical_axis_index(axis)`, with the layer named in the error."""
+    try:
+        return blob.canonical_axis_index(axis)
+    except MinicaffeError as err:
+        raise MinicaffeError(f"{layer.type} layer {layer.name!r}: {err}") from None
