@@ -1,0 +1,28 @@
+"""Lesson 11, WRONG on purpose: the TEST phase normalises with the batch's own statistics, not the running ones."""
+import numpy as np
+
+AXES = (0, 2, 3)
+
+
+def per_channel(v):
+    return v.reshape(1, -1, 1, 1)
+
+
+def batch_norm_train(x, mean_sum, var_sum, count, fraction=0.999, eps=1e-5):
+    m = x.size // x.shape[1]
+    mean = x.mean(axis=AXES)
+    var = ((x - per_channel(mean)) ** 2).mean(axis=AXES)
+    y = (x - per_channel(mean)) / np.sqrt(per_channel(var) + eps)
+    unbiased = var * (m / (m - 1) if m > 1 else 1.0)
+    return (y, fraction * mean_sum + mean, fraction * var_sum + unbiased, fraction * count + 1)
+
+
+def batch_norm_test(x, mean_sum, var_sum, count, eps=1e-5):
+    mean = x.mean(axis=AXES)  # BUG: the batch's statistics
+    var = ((x - per_channel(mean)) ** 2).mean(axis=AXES)
+    return (x - per_channel(mean)) / np.sqrt(per_channel(var) + eps)
+
+
+def batch_norm_backward(dy, y, var, eps=1e-5):
+    return (dy - dy.mean(axis=AXES, keepdims=True)
+            - y * (dy * y).mean(axis=AXES, keepdims=True)) / np.sqrt(per_channel(var) + eps)
