@@ -8,6 +8,11 @@ Try it:            python lessons/11_batch_norm/exercise.py
 import numpy as np
 
 
+def per_channel(v: np.ndarray) -> np.ndarray:
+    """A (C,) vector shaped to broadcast against (N, C, H, W): given, use it."""
+    return v.reshape(1, -1, 1, 1)
+
+
 def batch_norm_train(x: np.ndarray, mean_sum: np.ndarray, var_sum: np.ndarray, count: float,
                      fraction: float = 0.999, eps: float = 1e-5):
     """TRAIN phase: normalise x with its own batch statistics.
