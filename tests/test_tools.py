@@ -185,3 +185,14 @@ def test_a_missing_optional_library_is_one_line_naming_what_to_install(tmp_path,
     err = capsys.readouterr().err.strip()
     assert err == (f"minicaffe: error: `minicaffe {verb}` needs {module}, which is not installed: "
                    f"pip install {module} (or pip install 'minicaffe[docs]')")
+
+
+def test_summary_flops_of_a_deconvolution_by_hand(tmp_path):
+    # 3 channels of 4x4 upsampled by a 2x2 stride-2 deconvolution to 5 channels of 8x8:
+    # each of the 48 bottom values meets 5 x 2 x 2 weights, a multiply-add each.
+    path = tmp_path / "deconv.prototxt"
+    path.write_text('layer { name: "x" type: "Input" top: "x" input_param { shape { dim: 1 dim: 3 dim: 4 dim: 4 } } }\n'
+                    'layer { name: "up" type: "Deconvolution" bottom: "x" top: "up"\n'
+                    '  convolution_param { num_output: 5 kernel_size: 2 stride: 2 } }\n')
+    rows = {r["layer"]: r for r in summary.summarize(str(path), "TEST")["rows"]}
+    assert rows["up"]["flops"] == 2 * 48 * 5 * 2 * 2

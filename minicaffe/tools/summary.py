@@ -12,7 +12,9 @@ database and every shape is the real one, batch included), then each layer gets 
 * **FLOPs** of one forward pass over the whole batch. Convolution and InnerProduct
   count 2 per multiply-add (one multiply, one add), biases left out: a top of `n`
   values, each a dot product of length `k`, costs `2 n k`; for a convolution
-  `k` = (input channels / group) x kernel area. Pooling counts one per window element
+  `k` = (input channels / group) x kernel area. A Deconvolution is the same products
+  run the other way: each bottom value meets (num_output / group) x kernel area
+  weights, `2 n_bottom k`. Pooling counts one per window element
   read (`n` x kernel area). Layers that only move, share or load data (Data, Input,
   Split, Flatten, Reshape, Concat) count 0. Every other layer counts one per element
   of its first bottom: a rough figure for element-wise work (ReLU, Softmax, losses).
@@ -36,6 +38,8 @@ def layer_flops(layer, bottom, top) -> int:
                       else layer.layer_param.inner_product_param.num_output)
         dot_length = layer.blobs[0].count // num_output
         return 2 * sum(t.count for t in top) * dot_length
+    if layer.type == "Deconvolution":  # blob (C_in, num_output / group, k...): per bottom value
+        return 2 * sum(b.count for b in bottom) * (layer.blobs[0].count // layer.blobs[0].shape[0])
     if layer.type == "Pooling":
         return top[0].count * layer.kernel_h * layer.kernel_w
     if layer.type in NO_FLOPS or not bottom:
