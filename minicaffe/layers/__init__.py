@@ -16,6 +16,8 @@ from minicaffe.layers import (  # noqa: F401  (imported for their @register_laye
     flatten,
     inner_product,
     input,
+    lrn,
+    mvn,
     pooling,
     relu,
     reshape,
