@@ -45,4 +45,17 @@ Dtype group_sum(Dtype value, __local Dtype* scratch) {
   return total;
 }
 
+// hash_uniform(seed, i): a uniform in [0, 1), SplitMix64's output i for state `seed`
+// (the top 24 bits as a float). The twin of minicaffe/layers/helpers.py's hash_uniform,
+// line for line, so numpy and the device draw the same numbers (Dropout's masks,
+// STOCHASTIC pooling's picks). Counter-based: u_i needs only (seed, i), so every
+// work-item draws its own.
+inline Dtype hash_uniform(const ulong seed, const int i) {
+  ulong z = seed + ((ulong)i + 1) * 0x9E3779B97F4A7C15UL;
+  z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9UL;
+  z = (z ^ (z >> 27)) * 0x94D049BB133111EBUL;
+  z = z ^ (z >> 31);
+  return (Dtype)(z >> 40) * (Dtype)(1.0f / 16777216.0f);  // 2^-24: exact in float
+}
+
 #endif  // MINICAFFE_COMMON_CL

@@ -166,3 +166,74 @@ __kernel void ave_pool_backward(const int n, __global const Dtype* top_diff,
     bottom_diff[index] = gradient;
   }
 }
+
+// STOCHASTIC, TRAIN: pick pixel p of the window with probability x_p / S, S the window's
+// sum: draw u = hash_uniform(seed, index) (the same draw as numpy's), walk the window
+// in row-major order with a running sum, and pick the first pixel where it reaches
+// u S. y = the picked value; mask = its index h * W + w, so that backward is MAX's.
+// No pick (an empty window, or negative inputs that never reach u S): y = 0, mask -1.
+// STOCHASTIC takes no padding (pad_h = pad_w = 0, checked on the host).
+__kernel void sto_pool_forward_train(const int n, __global const Dtype* bottom,
+                                     const int height, const int width,
+                                     const int pooled_height, const int pooled_width,
+                                     const int kernel_h, const int kernel_w,
+                                     const int stride_h, const int stride_w,
+                                     const int pad_h, const int pad_w, const ulong seed,
+                                     __global Dtype* top, __global Dtype* mask) {
+  KERNEL_LOOP(index, n) {
+    const int pw = index % pooled_width;
+    const int ph = (index / pooled_width) % pooled_height;
+    const int plane = index / pooled_width / pooled_height;
+    const int hstart = ph * stride_h;
+    const int wstart = pw * stride_w;
+    const int hend = min(hstart + kernel_h, height);
+    const int wend = min(wstart + kernel_w, width);
+    __global const Dtype* x = bottom + plane * height * width;
+    Dtype sum = 0;
+    for (int h = hstart; h < hend; ++h) {
+      for (int w = wstart; w < wend; ++w) sum += x[h * width + w];
+    }
+    const Dtype threshold = hash_uniform(seed, index) * sum;
+    Dtype running = 0, picked = 0;
+    int pick = -1;
+    for (int h = hstart; h < hend && pick < 0; ++h) {
+      for (int w = wstart; w < wend && pick < 0; ++w) {
+        running += x[h * width + w];
+        if (running >= threshold) {
+          pick = h * width + w;
+          picked = x[pick];
+        }
+      }
+    }
+    top[index] = picked;
+    mask[index] = pick;
+  }
+}
+
+// STOCHASTIC, TEST: the expected pick, y = sum x^2 / sum x over the window (0 if the
+// sum is not positive).
+__kernel void sto_pool_forward_test(const int n, __global const Dtype* bottom,
+                                    const int height, const int width,
+                                    const int pooled_height, const int pooled_width,
+                                    const int kernel_h, const int kernel_w,
+                                    const int stride_h, const int stride_w,
+                                    const int pad_h, const int pad_w, __global Dtype* top) {
+  KERNEL_LOOP(index, n) {
+    const int pw = index % pooled_width;
+    const int ph = (index / pooled_width) % pooled_height;
+    const int plane = index / pooled_width / pooled_height;
+    const int hstart = ph * stride_h;
+    const int wstart = pw * stride_w;
+    const int hend = min(hstart + kernel_h, height);
+    const int wend = min(wstart + kernel_w, width);
+    __global const Dtype* x = bottom + plane * height * width;
+    Dtype sum = 0, squares = 0;
+    for (int h = hstart; h < hend; ++h) {
+      for (int w = wstart; w < wend; ++w) {
+        sum += x[h * width + w];
+        squares += x[h * width + w] * x[h * width + w];
+      }
+    }
+    top[index] = sum > 0 ? squares / sum : 0;
+  }
+}

@@ -8,31 +8,9 @@ from minicaffe import common, opencl
 from minicaffe.blob import Blob
 from minicaffe.common import MinicaffeError
 from minicaffe.layer import register_layer
+from minicaffe.layers.helpers import hash_uniform  # shared with STOCHASTIC Pooling
 from minicaffe.layers.neuron import NeuronLayer
 from minicaffe.proto import caffe_pb2
-
-# SplitMix64's constants: the step added to the state ("golden gamma", 2^64 / phi) and the
-# two multipliers of its output mix (Steele, Lea & Flood 2014; Vigna's splitmix64.c).
-GAMMA = np.uint64(0x9E3779B97F4A7C15)
-MIX1, MIX2 = np.uint64(0xBF58476D1CE4E5B9), np.uint64(0x94D049BB133111EB)
-
-
-def hash_uniform(seed, count: int) -> np.ndarray:
-    r"""`count` float32 uniforms in [0, 1): $u_i$ = SplitMix64's output i for state `seed`.
-
-    $$ z = \text{mix}(\text{seed} + (i + 1)\,\gamma) \bmod 2^{64}, \qquad
-       u_i = \lfloor z / 2^{40} \rfloor \cdot 2^{-24} $$
-
-    Each $u_i$ depends only on (seed, i), not on any earlier draw, so a device computes
-    all of them in parallel and gets the same values: `opencl/dropout.cl` repeats this
-    function line for line. The top 24 bits make a float32 exactly, so the two engines
-    agree bit for bit. (numpy's uint64 arithmetic wraps mod 2^64, as C's does.)
-    """
-    z = np.uint64(seed) + (np.arange(count, dtype=np.uint64) + np.uint64(1)) * GAMMA
-    z = (z ^ (z >> np.uint64(30))) * MIX1
-    z = (z ^ (z >> np.uint64(27))) * MIX2
-    z = z ^ (z >> np.uint64(31))
-    return (z >> np.uint64(40)).astype(np.float32) * np.float32(2.0**-24)
 
 
 @register_layer
@@ -49,11 +27,12 @@ class DropoutLayer(NeuronLayer):
        \frac{\partial E}{\partial x} = \frac{\partial E}{\partial y} $$
 
     The uniforms $u$ come from a counter-based generator, `hash_uniform(seed, count)`:
-    element i's $u$ is a hash of (seed, i), computed the same way by numpy here and by
-    the OpenCL kernel, so both engines draw the same mask. Each forward draws a fresh
-    64-bit `seed` from `minicaffe.common.rng()`, so `set_random_seed` still makes a run
-    repeatable. (Caffe instead fills a buffer from cuRAND on the GPU and from its host
-    generator on the CPU, so its two engines draw different masks.)
+    element i's $u$ is a hash of (seed, i), computed the same way by numpy
+    (`layers/helpers.py`) and by the OpenCL kernel (`opencl/common.cl`), so both
+    engines draw the same mask. Each forward draws a fresh 64-bit `seed` from
+    `minicaffe.common.rng()`, so `set_random_seed` still makes a run repeatable.
+    (Caffe instead fills a buffer from cuRAND on the GPU and from its host generator
+    on the CPU, so its two engines draw different masks.)
 
     The phase is `layer_param.phase`, which the Net sets. The mask is kept in
     `self.rand_vec` (a Blob of 0s and 1s, Caffe's `rand_vec_`) between forward and

@@ -7,6 +7,8 @@
 * `launch_per_slice`: one work-group per channel for per-channel OpenCL reductions
   (BatchNorm, Scale, Bias).
 * `operand_shape`, `broadcast_dims`, `canonical_axis`: the axis rules of Scale and Bias.
+* `hash_uniform`: counter-based uniforms that numpy and OpenCL draw alike (Dropout,
+  STOCHASTIC Pooling); its device twin is `hash_uniform` in opencl/common.cl.
 """
 import numpy as np
 
@@ -115,3 +117,28 @@ def canonical_axis(layer, blob, axis: int) -> int:
         return blob.canonical_axis_index(axis)
     except MinicaffeError as err:
         raise MinicaffeError(f"{layer.type} layer {layer.name!r}: {err}") from None
+
+
+# SplitMix64's constants: the step added to the state ("golden gamma", 2^64 / phi) and the
+# two multipliers of its output mix (Steele, Lea & Flood 2014; Vigna's splitmix64.c).
+GAMMA = np.uint64(0x9E3779B97F4A7C15)
+MIX1, MIX2 = np.uint64(0xBF58476D1CE4E5B9), np.uint64(0x94D049BB133111EB)
+
+
+def hash_uniform(seed, count: int) -> np.ndarray:
+    r"""`count` float32 uniforms in [0, 1): $u_i$ = SplitMix64's output i for state `seed`.
+
+    $$ z = \text{mix}(\text{seed} + (i + 1)\,\gamma) \bmod 2^{64}, \qquad
+       u_i = \lfloor z / 2^{40} \rfloor \cdot 2^{-24} $$
+
+    Each $u_i$ depends only on (seed, i), not on any earlier draw, so a device computes
+    all of them in parallel and gets the same values: `hash_uniform` in
+    `opencl/common.cl` repeats this function line for line. The top 24 bits make a
+    float32 exactly, so the two engines agree bit for bit. (numpy's uint64 arithmetic wraps
+    mod 2^64, as C's does.)
+    """
+    z = np.uint64(seed) + (np.arange(count, dtype=np.uint64) + np.uint64(1)) * GAMMA
+    z = (z ^ (z >> np.uint64(30))) * MIX1
+    z = (z ^ (z >> np.uint64(27))) * MIX2
+    z = z ^ (z >> np.uint64(31))
+    return (z >> np.uint64(40)).astype(np.float32) * np.float32(2.0**-24)

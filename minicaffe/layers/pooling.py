@@ -1,4 +1,4 @@
-r"""Pooling: max or average over sliding windows of each channel.
+r"""Pooling: max, average or stochastic over sliding windows of each channel.
 
 Caffe's `pooling_layer.cpp`. A window of $k_h \times k_w$ pixels slides with stride
 $(s_h, s_w)$ over each channel of each image, which may first be padded by $(p_h, p_w)$.
@@ -26,7 +26,22 @@ Window $(i, j)$ covers rows $h_0 = i s_h - p_h$ up to $h_0 + k_h$ and columns al
   h_0$ rows (times the same for columns): padding pixels count as zeros in the mean,
   the overhang beyond the padding does not. Backward spreads
   $\frac{1}{|P|}\,\partial E/\partial y$ over the window's pixels inside the image.
-* STOCHASTIC is not supported.
+* STOCHASTIC (Zeiler & Fergus 2013), which Caffe has on its GPU engine only
+  (`pooling_layer.cu`) and we have on both. It takes no padding (Caffe allows
+  padding for MAX and AVE only). With $S = \sum$ of the window's pixels,
+  in the TRAIN phase each window picks one pixel at random, pixel $p$ with
+  probability $x_p / S$ (the inputs are meant to be non-negative, e.g. after a
+  ReLU): draw $u \in [0, 1)$, walk the window in row-major order adding up the
+  pixels, and pick the first at which the running sum reaches $u S$. Then
+  $y = x_{\text{picked}}$, its index $h W + w$ is kept (like MAX's mask, in
+  `self.rand_idx`), and backward routes $\partial E/\partial y$ to it alone, as MAX
+  does. The uniforms come from `hash_uniform` (`layers/helpers.py`, twin in
+  `opencl/common.cl`), one per output element from a fresh seed per forward, so the
+  two engines pick the same pixels. A window that reaches no threshold (only
+  possible with negative inputs) or holds no pixel gives 0 and index -1 (Caffe
+  leaves such outputs unwritten). In the TEST phase $y$ is the expected pick,
+  $\sum_p x_p^2 / S$ (0 where $S \le 0$); it has no backward (Caffe's would route
+  the gradient by stale TRAIN picks): backward in the TEST phase is an error.
 
 A window can hold no image pixel only when the stride exceeds the kernel: MAX then
 gives -FLT_MAX with mask -1 (Caffe's initial values) and AVE gives 0 (Caffe: 0/0).
@@ -48,23 +63,26 @@ Caffe's loop in two steps: y is the largest of -FLT_MAX and the window's values
 (the first maximum: the argmax), or -1 where y is still -FLT_MAX. Backward adds each
 window's $\partial E/\partial y$ at its mask (np.add.at, as overlapping windows can
 share an argmax), or for AVE adds $\frac{1}{|P|}\,\partial E/\partial y$ back through
-the same windows, one kernel offset at a time.
+the same windows, one kernel offset at a time. STOCHASTIC's TRAIN pick is the
+first position along axis 0 where the window's cumulative sum (np.cumsum, in float32
+and in the kernel's order) reaches $u S$; its backward is MAX's, with the picks as mask.
 
 Device twin: `opencl/pooling.cl` (one work-item per output forward, Caffe's loop as
 written; backward one work-item per bottom pixel, gathering from the windows that
 cover it, as Caffe's pooling_layer.cu does, so no atomics are needed). When windows
 cannot overlap (stride >= kernel, LeNet's 2x2/2), MAX backward on the device takes a
 shortcut: each window's gradient goes straight to its argmax, since no pixel belongs
-to two windows.
+to two windows. STOCHASTIC's backward runs the same MAX kernels on its picks.
 """
 import math
 
 import numpy as np
 
-from minicaffe import opencl
+from minicaffe import common, opencl
 from minicaffe.blob import MAX_BLOB_COUNT, Blob
 from minicaffe.common import MinicaffeError
 from minicaffe.layer import Layer, register_layer
+from minicaffe.layers.helpers import hash_uniform
 from minicaffe.proto import caffe_pb2
 
 P = caffe_pb2.PoolingParameter
@@ -73,26 +91,25 @@ FLT_MAX = float(np.finfo(np.float32).max)
 
 @register_layer
 class PoolingLayer(Layer):
-    """Max or average pooling; see the module docstring for the maths."""
+    """Max, average or stochastic pooling; see the module docstring for the maths."""
 
     type = "Pooling"
     exact_num_bottom_blobs = 1
     min_top_blobs = 1
-    max_top_blobs = 2  # narrowed to 1 for AVE in __init__: only MAX has a mask to output
+    max_top_blobs = 2  # narrowed to 1 for AVE and STOCHASTIC: only MAX has a mask to output
 
     def __init__(self, layer_param):
         super().__init__(layer_param)
         if layer_param.pooling_param.pool != P.MAX:
             self.max_top_blobs = 1
         self.max_idx = Blob(name=f"{self.name}.max_idx")  # Caffe's max_idx_, when no mask top
+        self.rand_idx = Blob(name=f"{self.name}.rand_idx")  # Caffe's rand_idx_: STOCHASTIC's picks
 
     def _fail(self, message):
         raise MinicaffeError(f"Pooling layer {self.name!r}: {message}")
 
     def layer_setup(self, bottom, top):
         p = self.layer_param.pooling_param
-        if p.pool == P.STOCHASTIC:
-            self._fail("pool: STOCHASTIC is not supported in minicaffe (use MAX or AVE)")
         has = p.HasField
         self.global_pooling = p.global_pooling
         if self.global_pooling:
@@ -124,6 +141,9 @@ class PoolingLayer(Layer):
         if self.global_pooling and (self.pad_h or self.pad_w
                                     or self.stride_h != 1 or self.stride_w != 1):
             self._fail("with global_pooling: true only pad = 0 and stride = 1 are allowed")
+        if p.pool == P.STOCHASTIC and (self.pad_h or self.pad_w):
+            self._fail(f"pool: STOCHASTIC takes no pad (padding is for MAX and AVE "
+                       f"only), got {self.pad_h}x{self.pad_w}")
         if self.pad_h >= self.kernel_h or self.pad_w >= self.kernel_w:
             self._fail(f"pad ({self.pad_h}, {self.pad_w}) must be smaller than the kernel "
                        f"({self.kernel_h}, {self.kernel_w})")
@@ -159,6 +179,8 @@ class PoolingLayer(Layer):
             top[1].reshape_like(top[0])
         if self.layer_param.pooling_param.pool == P.MAX and len(top) == 1:
             self.max_idx.reshape_like(top[0])
+        if self.layer_param.pooling_param.pool == P.STOCHASTIC:
+            self.rand_idx.reshape_like(top[0])
 
         # Window starts (int32, so the mask's arithmetic stays in 32 bits: 0.3 ms less for
         # LeNet's pool1), and for AVE each window's size clipped to the padded image.
@@ -204,8 +226,12 @@ class PoolingLayer(Layer):
     def forward_cpu(self, bottom, top):
         x = bottom[0].cpu_data()
         y = top[0].mutable_cpu_data()
-        if self.layer_param.pooling_param.pool == P.AVE:
+        pool = self.layer_param.pooling_param.pool
+        if pool == P.AVE:
             y[...] = self._windows(x, 0.0).sum(axis=0) / self.pool_size
+            return
+        if pool == P.STOCHASTIC:
+            self._stochastic_forward(x, y, bottom[0].height, bottom[0].width)
             return
         # MAX, as Caffe's loop: start from -FLT_MAX and take a pixel only if it is strictly
         # greater. So y is the largest of -FLT_MAX and the window's pixels (fmax skips NaN;
@@ -220,6 +246,43 @@ class PoolingLayer(Layer):
         mask[y == -FLT_MAX] = -1
         (top[1] if len(top) > 1 else self.max_idx).mutable_cpu_data()[...] = mask
 
+    def _stochastic_forward(self, x, y, height, width):
+        """STOCHASTIC: TRAIN picks one pixel per window, TEST takes sum(x^2) / sum(x)."""
+        windows = self._windows(x, 0.0)  # no pad; the CEIL overhang holds 0
+        if self.layer_param.phase != caffe_pb2.TRAIN:
+            total, squares = windows.sum(axis=0), (windows * windows).sum(axis=0)
+            y[...] = 0.0
+            np.divide(squares, total, out=y, where=total > 0)
+            return
+        # The running sum of each window in row-major order, in float32 as the kernel
+        # adds it (the overhang's zeros leave it unchanged, so they are never the first
+        # to reach the threshold), and the first position where it reaches u * S.
+        running = np.cumsum(windows, axis=0)
+        u = hash_uniform(self.draw_seed(), y.size).reshape(y.shape)
+        first = first_index(running >= u * running[-1], np.ones(y.shape, bool))
+        empty = (self.hstart[:, None] >= height) | (self.wstart >= width)  # stride > kernel
+        found = (first < len(windows)) & ~empty
+        first = np.minimum(first, len(windows) - 1)
+        y[...] = np.where(found, np.take_along_axis(windows, first[None], axis=0)[0], 0.0)
+        i = first // self.kernel_w  # the pick's row and column within its window
+        j = first - i * self.kernel_w
+        index = (self.hstart[:, None] + i) * width + (self.wstart + j)
+        self.rand_idx.mutable_cpu_data()[...] = np.where(found, index, -1)
+
+    @staticmethod
+    def draw_seed() -> np.uint64:
+        """A fresh 64-bit seed for this forward's STOCHASTIC picks, from the process RNG."""
+        return common.rng().integers(2**64, dtype=np.uint64)
+
+    def _picks(self, top):
+        """The blob of each window's chosen pixel (h W + w, or -1): MAX's mask or STOCHASTIC's."""
+        if self.layer_param.pooling_param.pool == P.STOCHASTIC:
+            if self.layer_param.phase != caffe_pb2.TRAIN:
+                self._fail("pool: STOCHASTIC has no backward in the TEST phase (its output "
+                           "there is an average, not a pick)")
+            return self.rand_idx
+        return top[1] if len(top) > 1 else self.max_idx
+
     def backward_cpu(self, top, propagate_down, bottom):
         if not propagate_down[0]:
             return
@@ -232,10 +295,10 @@ class PoolingLayer(Layer):
                 view += share  # within one view no two windows share a pixel
             dx[...] = canvas[:, :, self.pad_h:self.pad_h + height, self.pad_w:self.pad_w + width]
             return
-        # dx[mask] += dy, window by window in row-major order. Overlapping windows can
-        # share an argmax, hence np.add.at; windows with no argmax (-1) send their
-        # gradient to a spare slot past the end, which is dropped.
-        mask = (top[1] if len(top) > 1 else self.max_idx).cpu_data().astype(np.intp)
+        # MAX and STOCHASTIC: dx[mask] += dy, window by window in row-major order.
+        # Overlapping windows can share a pick, hence np.add.at; windows with none (-1)
+        # send their gradient to a spare slot past the end, which is dropped.
+        mask = self._picks(top).cpu_data().astype(np.intp)
         index = mask + np.arange(n * c).reshape(n, c, 1, 1) * (height * width)  # in all of dx
         index[mask < 0] = dx.size
         flat = np.zeros(dx.size + 1, dtype=dx.dtype)
@@ -253,9 +316,19 @@ class PoolingLayer(Layer):
     def forward_gpu(self, bottom, top):
         x = bottom[0].gpu_data()
         y = top[0].mutable_gpu_data()
-        if self.layer_param.pooling_param.pool == P.AVE:
+        pool = self.layer_param.pooling_param.pool
+        if pool == P.AVE:
             opencl.kernel("pooling.cl", "ave_pool_forward")(
                 top[0].count, x, *self._geometry(bottom), y)
+            return
+        if pool == P.STOCHASTIC and self.layer_param.phase != caffe_pb2.TRAIN:
+            opencl.kernel("pooling.cl", "sto_pool_forward_test")(
+                top[0].count, x, *self._geometry(bottom), y)
+            return
+        if pool == P.STOCHASTIC:
+            opencl.kernel("pooling.cl", "sto_pool_forward_train")(
+                top[0].count, x, *self._geometry(bottom), self.draw_seed(), y,
+                self.rand_idx.mutable_gpu_data())
             return
         mask = (top[1] if len(top) > 1 else self.max_idx).mutable_gpu_data()
         opencl.kernel("pooling.cl", "max_pool_forward")(
@@ -270,7 +343,7 @@ class PoolingLayer(Layer):
             opencl.kernel("pooling.cl", "ave_pool_backward")(
                 bottom[0].count, dy, *self._geometry(bottom), dx)
             return
-        mask = (top[1] if len(top) > 1 else self.max_idx).gpu_data()
+        mask = self._picks(top).gpu_data()  # MAX's argmax or STOCHASTIC's pick: the same routing
         if self.stride_h >= self.kernel_h and self.stride_w >= self.kernel_w:
             # Windows cannot overlap: scatter each window's gradient to its argmax.
             opencl.fill(dx, bottom[0].count, 0.0)

@@ -7,6 +7,7 @@ import pytest
 from hypothesis import assume, example, given
 from hypothesis import strategies as st
 
+from minicaffe import common
 from minicaffe.blob import Blob
 from minicaffe.common import MinicaffeError
 from minicaffe.layer import create_layer
@@ -18,8 +19,8 @@ from tests.strategies import blob_from, layer_param
 FLT_MAX = float(np.finfo(np.float32).max)
 
 
-def pooling(**fields):
-    return create_layer(layer_param("Pooling", pooling_param=fields))
+def pooling(phase="TRAIN", **fields):
+    return create_layer(layer_param("Pooling", phase=phase, pooling_param=fields))
 
 
 def forward(layer, x, num_tops=1):
@@ -143,11 +144,11 @@ def expected_pooled(size, k, s, pad, ceil, any_pad):
 
 
 @st.composite
-def pool_params(draw, max_stride=3, allow_empty_windows=True):
-    """A pooling_param dict and a bottom shape it fits."""
+def pool_params(draw, max_stride=3, allow_empty_windows=True, allow_pad=True):
+    """A pooling_param dict and a bottom shape it fits; allow_pad=False draws no padding."""
     kh, kw = draw(st.integers(1, 4)), draw(st.integers(1, 4))
     sh, sw = draw(st.integers(1, max_stride)), draw(st.integers(1, max_stride))
-    ph, pw = draw(st.integers(0, kh - 1)), draw(st.integers(0, kw - 1))
+    ph, pw = (draw(st.integers(0, kh - 1)), draw(st.integers(0, kw - 1))) if allow_pad else (0, 0)
     param = {"pool": draw(st.sampled_from(["MAX", "AVE"])),
              "round_mode": draw(st.sampled_from(["CEIL", "FLOOR"]))}
     param.update({"kernel_size": kh} if kh == kw and draw(st.booleans())
@@ -374,7 +375,8 @@ def test_data_stays_on_the_device(gpu_only, pool):
 
 # ---- bad input
 @pytest.mark.parametrize("param, tops, message", [
-    (dict(pool="STOCHASTIC", kernel_size=2), 1, "STOCHASTIC is not supported"),
+    (dict(pool="STOCHASTIC", kernel_size=2, pad=1), 1, "STOCHASTIC takes no pad"),
+    (dict(pool="STOCHASTIC", kernel_size=2), 2, "at most 1 top"),
     (dict(kernel_size=2, kernel_h=2, kernel_w=2), 1, "kernel_size OR"),
     (dict(kernel_h=2), 1, "kernel_size OR"),
     (dict(), 1, "kernel_size OR"),
@@ -397,3 +399,119 @@ def test_bad_parameters(mode, param, tops, message):
 def test_bottom_must_be_4d(mode):
     with pytest.raises(MinicaffeError, match="4 axes"):
         pooling(kernel_size=2).setup([blob_from(np.zeros((2, 3, 4)))], [Blob()])
+
+
+# ---- STOCHASTIC (Caffe: pooling_layer.cu, test_stochastic_pooling.cpp)
+def test_stochastic_test_phase_is_the_expected_pick(mode):
+    # 2x2 windows, stride 2, CEIL over 5 columns: sum x^2 / sum x per window.
+    # (1, 2, 3, 4): 30 / 10 = 3; all zeros: 0 (no division); the overhanging last
+    # window holds only column 4, (5, 5): 50 / 10 = 5.
+    x = [[[[1, 2, 0, 0, 5], [3, 4, 0, 0, 5]]]]
+    _, (top,) = forward(pooling(phase="TEST", pool="STOCHASTIC", kernel_size=2, stride=2), x)
+    np.testing.assert_allclose(top.cpu_data(), [[[[3, 0, 5]]]], rtol=1e-6)
+
+
+def test_stochastic_train_picks_a_pixel_of_each_window(mode):
+    # Caffe's TestStochasticTrain: every output is a value of its window, at the index kept.
+    x = np.random.default_rng(3).uniform(0.1, 1, (2, 3, 6, 5)).astype(np.float32)
+    layer = pooling(pool="STOCHASTIC", kernel_size=3, stride=2)
+    _, (top,) = forward(layer, x)
+    assert top.shape == (2, 3, 3, 2)
+    picks = layer.rand_idx.cpu_data().astype(int)
+    for n, c, i, j in np.ndindex(top.shape):
+        h, w = divmod(picks[n, c, i, j], 5)
+        assert 2 * i <= h < 2 * i + 3 and 2 * j <= w < 2 * j + 3
+        assert top.cpu_data()[n, c, i, j] == x[n, c, h, w]
+
+
+@pytest.mark.parametrize("seed", [1, 2, 3])
+def test_stochastic_picks_in_proportion_to_the_values(mode, seed):
+    # 4000 copies of one 2x2 window (0, 1, 3, 4): each is picked with probability
+    # x / 8 = (0, 1/8, 3/8, 1/2), one uniform per output. Pearson's chi-square over the
+    # three possible picks (2 degrees of freedom) stays below 18.4 (p = 1e-4) for a fair
+    # sampler, and a sampler off by 0.03 in any probability would exceed it; the 0 is
+    # never picked.
+    common.set_random_seed(seed)
+    layer = pooling(pool="STOCHASTIC", kernel_size=2)
+    _, (top,) = forward(layer, np.tile(np.float32([[0, 1], [3, 4]]), (4000, 1, 1, 1)))
+    counts = np.bincount(layer.rand_idx.cpu_data().astype(int).ravel(), minlength=4)
+    assert counts[0] == 0
+    expected = 4000 * np.array([1, 3, 4]) / 8
+    assert ((counts[1:] - expected) ** 2 / expected).sum() < 18.4, counts
+    np.testing.assert_array_equal(np.sort(np.unique(top.cpu_data())), [1, 3, 4])
+
+
+def test_stochastic_gradient_goes_to_the_picked_pixel_only(mode):
+    # Overlapping 3x3 windows, stride 1: each window's dy lands on its own pick, summed
+    # where windows picked the same pixel, and nowhere else.
+    x = np.random.default_rng(4).uniform(0.1, 1, (2, 2, 5, 4)).astype(np.float32)
+    layer = pooling(pool="STOCHASTIC", kernel_size=3, stride=1)
+    bottom, (top,) = forward(layer, x)
+    dy = np.random.default_rng(5).standard_normal(top.shape).astype(np.float32)
+    top.diff = dy
+    layer.backward([top], [True], [bottom])
+    expected = np.zeros(x.shape)
+    picks = layer.rand_idx.cpu_data().astype(int)
+    for n, c, i, j in np.ndindex(top.shape):
+        expected[n, c].flat[picks[n, c, i, j]] += dy[n, c, i, j]
+    np.testing.assert_allclose(bottom.cpu_diff(), expected, rtol=1e-6, atol=1e-7)
+    assert np.count_nonzero(bottom.cpu_diff()) <= top.count
+
+
+def test_stochastic_gradient_caffe_case(mode):
+    # Caffe's TestGradient: TRAIN, kernel 3, stride 2, values uniform in [0.1, 1),
+    # checker (1e-4, 1e-2); the checker reseeds before every forward, so the picks stay.
+    bottom = blob_from(np.random.default_rng(1701).uniform(0.1, 1, (1, 2, 6, 5)))
+    GradientChecker(1e-4, 1e-2).check_gradient(
+        pooling(pool="STOCHASTIC", kernel_size=3, stride=2), [bottom], [Blob()])
+
+
+def test_stochastic_no_pick_gives_zero_and_no_gradient(mode):
+    # The window (-2, 1) has S = -1: its running sums -2 and -1 never reach u S = -u > -1
+    # (Caffe leaves such outputs unwritten). Then stride 3 > kernel 1 on 5 columns, CEIL:
+    # the third window holds no pixel.
+    layer = pooling(pool="STOCHASTIC", kernel_h=1, kernel_w=2, stride_h=1, stride_w=3)
+    bottom, (top,) = forward(layer, [[[[-2, 1, 7, 2, 9]]]])
+    assert top.shape == (1, 1, 1, 2)
+    np.testing.assert_array_equal(top.cpu_data().ravel()[0], 0)
+    np.testing.assert_array_equal(layer.rand_idx.cpu_data().ravel()[0], -1)
+    layer = pooling(pool="STOCHASTIC", kernel_size=1, stride=3)
+    bottom, (top,) = forward(layer, np.arange(1, 6, dtype=np.float32).reshape(1, 1, 1, 5))
+    np.testing.assert_array_equal(top.cpu_data().ravel(), [1, 4, 0])
+    np.testing.assert_array_equal(layer.rand_idx.cpu_data().ravel(), [0, 3, -1])
+    top.diff = [[[[1, 2, 3]]]]
+    layer.backward([top], [True], [bottom])
+    np.testing.assert_array_equal(bottom.cpu_diff().ravel(), [1, 0, 0, 2, 0])
+
+
+def test_stochastic_has_no_backward_in_the_test_phase(mode):
+    layer = pooling(phase="TEST", pool="STOCHASTIC", kernel_size=2)
+    bottom, (top,) = forward(layer, np.ones((1, 1, 2, 2)))
+    with pytest.raises(MinicaffeError, match="Pooling layer 'pooling': .*no backward in the TEST"):
+        layer.backward([top], [True], [bottom])
+
+
+@given(pool_params(allow_pad=False), st.sampled_from(["TRAIN", "TEST"]), st.integers(0, 2**31 - 1))
+def test_stochastic_engines_agree(gpu_only, params, phase, seed):
+    # The same uniforms on both engines (hash_uniform), so the same picks, values and
+    # gradients; a few negatives and zeros make windows that pick nothing.
+    param, shape = params
+    x = np.random.default_rng(seed).uniform(-0.2, 1, shape)
+    x[x < 0.1] = 0
+    compare_engines(layer_param("Pooling", phase=phase,
+                                pooling_param={**param, "pool": "STOCHASTIC"}),
+                    [x], backward=phase == "TRAIN", seed=seed)
+
+
+@pytest.mark.parametrize("phase", ["TRAIN", "TEST"])
+def test_stochastic_data_stays_on_the_device(gpu_only, phase):
+    layer = pooling(phase=phase, pool="STOCHASTIC", kernel_size=3, stride=2)
+    bottom, top = blob_from(np.random.default_rng(0).uniform(0, 1, (2, 3, 7, 6))), Blob()
+    layer.setup([bottom], [top])
+    bottom.mutable_gpu_data()
+    top.mutable_gpu_diff()
+    before = dict(SyncedMemory.transfers)
+    layer.forward([bottom], [top])
+    if phase == "TRAIN":
+        layer.backward([top], [True], [bottom])
+    assert SyncedMemory.transfers == before
