@@ -35,7 +35,10 @@ class ReLULayer(NeuronLayer):
 
     def forward_cpu(self, bottom, top):
         x, nu = bottom[0].cpu_data(), self.layer_param.relu_param.negative_slope
-        if nu == 0:  # the common case in one pass with no temporaries: 5x faster
+        # Without a slope, one pass and no temporaries: 3.5x faster. But Caffe's
+        # max(x, 0) + 0 * min(x, 0) is NaN at x = -inf (0 * -inf), and a diverging net
+        # must fail where Caffe's does, so -inf (or NaN: min is then NaN) takes the long way.
+        if nu == 0 and x.min(initial=0) > -np.inf:
             np.maximum(x, 0, out=top[0].mutable_cpu_data())
         else:
             top[0].mutable_cpu_data()[...] = np.maximum(x, 0) + nu * np.minimum(x, 0)

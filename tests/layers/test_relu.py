@@ -39,6 +39,14 @@ def test_known_values(mode, slope, expected, expected_dx):
     np.testing.assert_allclose(bottom.cpu_diff(), expected_dx, rtol=1e-6)
 
 
+@pytest.mark.filterwarnings("ignore:invalid value encountered")
+def test_infinities_as_caffe(mode):
+    # Caffe's forward is max(x, 0) + slope * min(x, 0) in float arithmetic: at x = -inf
+    # with slope 0 that is 0 + 0 * (-inf) = NaN, which is where a diverging net shows it.
+    y, _ = run_one(relu(0.0), blob_from([-np.inf, np.inf, np.nan, -1.0, 2.0]), Blob(), [1.0] * 5)
+    np.testing.assert_array_equal(y, [np.nan, np.inf, np.nan, 0.0, 2.0])
+
+
 @given(bottom=blobs(max_side=4), slope=st.one_of(st.just(0.0), st.floats(-1.0, 2.0, width=32)))
 def test_gradient(mode, bottom, slope):
     checker = GradientChecker(1e-2, 1e-3, 1701, 0.0, 0.01)
