@@ -4,9 +4,11 @@ For each type in `minicaffe.layer.layer_registry()` the page shows, all read fro
 repository at build time (nothing is copied by hand):
 
 * the module and class docstrings (what it computes, forward/backward maths, shapes);
+* its family (Data, Vision, ... as in Caffe's layer catalogue), linking to its section
+  of the index, which groups the types by family;
 * the blob-count rules (class attributes) and the prototxt parameters: every field of
-  each `*_param` message the layer reads, with type and default from the protobuf
-  descriptor and the comment from `minicaffe/proto/caffe.proto`;
+  each `*_param` message the code run for the layer reads (`param_fields`), with type and
+  default from the protobuf descriptor and the comment from `minicaffe/proto/caffe.proto`;
 * the numpy module and its OpenCL twin `opencl/<stem>.cl`, side by side, with the
   modules of the layer's base classes (e.g. `base_conv.py` under Convolution) whose
   helpers it calls;
@@ -21,6 +23,7 @@ import ast
 import inspect
 import re
 import sys
+import textwrap
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -73,21 +76,194 @@ def proto_comments(text: str | None = None) -> dict[tuple[str, str], str]:
     return comments
 
 
+# ---------------------------------------------------------------- families
+
+# The families of Caffe's layer catalogue (docs/tutorial/layers.md), in its order: the
+# anchor of the family's section in layers/index.md, its heading, and a sentence about it.
+FAMILIES = {
+    "data": ("Data layers",
+             "Where blobs enter a net (or, for HDF5Output, leave it): these layers take no "
+             "bottoms and fill their tops from a database, files, memory or constants."),
+    "vision": ("Vision layers",
+               "Layers that use the spatial layout of an N x C x H x W blob: each output value "
+               "comes from a window of the image, so height and width keep their meaning."),
+    "recurrent": ("Recurrent layers",
+                  "Layers that unroll a small net over the time steps of a sequence, carrying a "
+                  "hidden state from each step to the next."),
+    "common": ("Common layers",
+               "General-purpose layers found in nets of every kind: fully connected products, "
+               "dropout and embeddings."),
+    "normalization": ("Normalization layers",
+                      "Layers that rescale values by statistics of a neighbourhood, an example or "
+                      "the batch, so later layers see a steady range; Scale and Bias often follow "
+                      "them."),
+    "activation": ("Activation / Neuron layers",
+                   "Layers that apply a function to each value on its own: one bottom, one top "
+                   "of the same shape. Bias and Scale, which add or multiply a blob broadcast "
+                   "along some axes, sit here as in Caffe."),
+    "utility": ("Utility layers",
+                "Layers that copy, split, join, reshape, select or reduce blobs, routing data "
+                "between the layers that compute."),
+    "loss": ("Loss layers",
+             "Layers that compare a prediction with a target and give the scalar that training "
+             "minimises. Accuracy sits here as in Caffe, though it has no gradient."),
+}
+
+# The family of each of Caffe's 61 layer types (those its REGISTER_LAYER_CLASS /
+# REGISTER_LAYER_CREATOR calls name), keyed by type name, so a type that minicaffe gains
+# later already has its place in the index. Within a family, the index keeps this order.
+# Caffe's catalogue leaves out Clip, Swish (activations), Tile (utility) and LSTMUnit (the
+# step of LSTM); they are placed with their kin.
+LAYER_FAMILY = {
+    # data
+    "Data": "data", "ImageData": "data", "HDF5Data": "data", "HDF5Output": "data",
+    "Input": "data", "WindowData": "data", "MemoryData": "data", "DummyData": "data",
+    # vision
+    "Convolution": "vision", "Pooling": "vision", "SPP": "vision", "Crop": "vision",
+    "Deconvolution": "vision", "Im2col": "vision",
+    # recurrent
+    "RNN": "recurrent", "LSTM": "recurrent", "LSTMUnit": "recurrent",
+    # common
+    "InnerProduct": "common", "Dropout": "common", "Embed": "common",
+    # normalization
+    "LRN": "normalization", "MVN": "normalization", "BatchNorm": "normalization",
+    # activation / neuron
+    "ReLU": "activation", "PReLU": "activation", "ELU": "activation", "Sigmoid": "activation",
+    "TanH": "activation", "AbsVal": "activation", "Power": "activation", "Exp": "activation",
+    "Log": "activation", "BNLL": "activation", "Threshold": "activation", "Clip": "activation",
+    "Swish": "activation", "Bias": "activation", "Scale": "activation",
+    # utility
+    "Flatten": "utility", "Reshape": "utility", "BatchReindex": "utility", "Split": "utility",
+    "Concat": "utility", "Slice": "utility", "Eltwise": "utility", "Filter": "utility",
+    "Parameter": "utility", "Reduction": "utility", "Silence": "utility", "Tile": "utility",
+    "ArgMax": "utility", "Softmax": "utility", "Python": "utility",
+    # loss
+    "MultinomialLogisticLoss": "loss", "InfogainLoss": "loss", "SoftmaxWithLoss": "loss",
+    "EuclideanLoss": "loss", "HingeLoss": "loss", "SigmoidCrossEntropyLoss": "loss",
+    "Accuracy": "loss", "ContrastiveLoss": "loss",
+}
+
+
+def family_of(layer_type: str) -> str:
+    """The family key of a layer type; a type outside Caffe's catalogue must be added above."""
+    if layer_type not in LAYER_FAMILY:
+        raise ValueError(f"layer type {layer_type!r} has no family: add it to LAYER_FAMILY in "
+                         f"docs/gen_layer_pages.py (one of {', '.join(FAMILIES)})")
+    return LAYER_FAMILY[layer_type]
+
+
+def types_by_family(types) -> dict[str, list[str]]:
+    """{family: the given types of that family, in LAYER_FAMILY's order}, every family present."""
+    order = {t: i for i, t in enumerate(LAYER_FAMILY)}
+    grouped = {family: [] for family in FAMILIES}
+    for t in sorted(types, key=lambda t: order.get(t, -1)):
+        grouped[family_of(t)].append(t)
+    return grouped
+
+
 # ---------------------------------------------------------------- parameters
 
+def _functions(attribute) -> list:
+    """The Python functions behind a class attribute (method, static/class method, property)."""
+    if isinstance(attribute, (staticmethod, classmethod)):
+        attribute = attribute.__func__
+    if isinstance(attribute, property):
+        return [f for f in (attribute.fget, attribute.fset) if f is not None]
+    return [attribute] if inspect.isfunction(attribute) else []
+
+
+def _resolve(cls: type, name: str, after: type | None = None):
+    """(class, attribute) that `self.name` finds for an instance of `cls`, as Python looks it
+    up through the MRO; `after` starts the search past that class (`super().name`)."""
+    mro = cls.__mro__
+    for klass in mro[mro.index(after) + 1 if after else 0:]:
+        if name in vars(klass):
+            return klass, vars(klass)[name]
+    return None, None
+
+
+def _parse(function) -> ast.AST | None:
+    try:
+        return ast.parse(textwrap.dedent(inspect.getsource(function)))
+    except (OSError, TypeError, SyntaxError):  # built in, or made at run time
+        return None
+
+
+def code_run_by(cls: type[Layer]) -> list:
+    """The functions that run for a layer of class `cls`: starting from the methods of the
+    Layer contract (what the Net calls), every `self.name` and `super().name` they use,
+    resolved through the MRO as Python does, and every plain minicaffe function they call;
+    and so on from those. A base-class method the layer never reaches is not included."""
+    # The contract's methods as the layer resolves them, and every method of its own class.
+    roots = [_resolve(cls, name) for name in vars(Layer)] + [(cls, attr) for attr in vars(cls).values()]
+    todo = [(owner, f) for owner, attr in roots for f in _functions(attr)]
+    seen, run = set(), []
+    while todo:
+        owner, function = todo.pop()
+        if function in seen:
+            continue
+        seen.add(function)
+        run.append(function)
+        tree = _parse(function)
+        for node in ast.walk(tree) if tree is not None else ():
+            found = None
+            if isinstance(node, ast.Attribute) and isinstance(node.value, ast.Name) and \
+                    node.value.id in ("self", "cls"):
+                found = _resolve(cls, node.attr)
+            elif isinstance(node, ast.Attribute) and isinstance(node.value, ast.Call) and \
+                    isinstance(node.value.func, ast.Name) and node.value.func.id == "super" and owner:
+                found = _resolve(cls, node.attr, after=owner)
+            elif isinstance(node, ast.Call):  # f(...) or module.f(...), f a minicaffe function
+                target = None
+                if isinstance(node.func, ast.Name):
+                    target = function.__globals__.get(node.func.id)
+                elif isinstance(node.func, ast.Attribute) and isinstance(node.func.value, ast.Name):
+                    module = function.__globals__.get(node.func.value.id)
+                    target = getattr(module, node.func.attr, None) if inspect.ismodule(module) else None
+                if inspect.isfunction(target) and target.__module__.startswith("minicaffe"):
+                    todo.append((None, target))
+            if found and found[0] is not None:
+                todo += [(found[0], f) for f in _functions(found[1])]
+    return run
+
+
+def _written(tree: ast.AST) -> set[int]:
+    """ids of the attribute nodes an assignment writes through (`inner.softmax_param.axis =
+    ...` sets a field of a copy; it reads nothing from the layer's parameters)."""
+    written = set()
+    for node in ast.walk(tree):
+        targets = node.targets if isinstance(node, ast.Assign) else \
+            [node.target] if isinstance(node, (ast.AugAssign, ast.AnnAssign)) else []
+        for target in targets:
+            while isinstance(target, (ast.Attribute, ast.Subscript)):
+                written.add(id(target))
+                target = target.value
+    return written
+
+
 def param_fields(cls: type[Layer]) -> list[str]:
-    """The LayerParameter `*_param` fields a layer class (or a base class of it) reads."""
+    """The LayerParameter `*_param` fields the code run for a layer reads (`code_run_by`).
+
+    A field counts where the code takes it as an attribute (`self.layer_param.loss_param`),
+    not where a docstring, comment or message names it, nor where the code only writes it.
+    So EuclideanLoss, which inherits LossLayer's `normalization_mode` but never calls it,
+    lists no `loss_param`, while SoftmaxWithLoss, which calls it, does.
+    """
     layer_fields = caffe_pb2.LayerParameter.DESCRIPTOR.fields_by_name
     found = []
-    for klass in cls.__mro__:
-        if klass is Layer or not issubclass(klass, Layer):
+    for function in code_run_by(cls):
+        tree = _parse(function)
+        if tree is None:
             continue
-        source = inspect.getsource(sys.modules[klass.__module__])
-        # Not a keyword argument (`pooling_param=...`): that builds an inner layer's message.
-        for name in re.findall(r"\b(\w+_param)\b(?!\s*=[^=])", source):
-            if name in layer_fields and layer_fields[name].message_type and name not in found:
+        written = _written(tree)
+        for node in ast.walk(tree):
+            name = node.attr if isinstance(node, ast.Attribute) else None
+            if name and name.endswith("_param") and id(node) not in written and \
+                    name in layer_fields and layer_fields[name].message_type and name not in found:
                 found.append(name)
-    return found
+    # In the order of LayerParameter's fields, so pages agree however the code is arranged.
+    order = list(layer_fields)
+    return sorted(found, key=order.index)
 
 
 def _default(field) -> str:
@@ -256,6 +432,8 @@ def layer_page(layer_type: str, cls: type[Layer], comments: dict) -> str:
 
     # No table of contents on layer pages: the width goes to the two code columns.
     out = ["---", "hide:", "  - toc", "---", "", f"# {layer_type}", ""]
+    family = family_of(layer_type)
+    out += [f"**Family:** [{FAMILIES[family][0]}](index.md#{family})", ""]
     files = [f"`{rel}`"] + [f"`{base}`" for base, _, _ in bases] + \
             [f"`opencl/{k.name}`" for k in kernels] + \
             ([f"`tests/layers/test_{stem}.py`"] if (TESTS / f"test_{stem}.py").exists() else [])
@@ -298,22 +476,39 @@ def layer_page(layer_type: str, cls: type[Layer], comments: dict) -> str:
     return "\n".join(out)
 
 
+def index_page(registry: dict[str, type[Layer]]) -> str:
+    """layers/index.md: the registered types grouped by family, one table per family, each
+    family's section with a fixed anchor (`#loss`) that the layer pages link to."""
+    out = ["# Layers", "",
+           f"One page per layer type minicaffe registers ({len(registry)} of Caffe's "
+           f"{len(LAYER_FAMILY)}), generated from the layer's module, its kernel and its tests. "
+           "The types are grouped by family as in Caffe's own layer catalogue.", ""]
+    for family, types in types_by_family(registry).items():
+        title, intro = FAMILIES[family]
+        out += [f"## {title} {{ #{family} }}", "", intro, ""]
+        if types:
+            out += ["| type | summary | OpenCL |", "|---|---|---|"]
+            for t in types:
+                cls = registry[t]
+                stem = Path(inspect.getfile(cls)).stem
+                # The docstring's first paragraph (a sentence, often wrapped over lines).
+                summary = " ".join(split_module(Path(inspect.getfile(cls)))[0].split("\n\n")[0].split())
+                summary = summary.split(": ", 1)[-1]  # "ReLU: the rectified ..." -> "the rectified ..."
+                kernel = f"`{stem}.cl`" if (KERNELS / f"{stem}.cl").exists() else "none"
+                out.append(f"| [{t}]({t.lower()}.md) | {_cell(summary)} | {kernel} |")
+            out.append("")
+        missing = [t for t, f in LAYER_FAMILY.items() if f == family and t not in registry]
+        if missing:
+            out += [f"Not in minicaffe yet: {', '.join(missing)}.", ""]
+    return "\n".join(out)
+
+
 def layer_pages() -> dict[str, str]:
     """{path relative to docs/: markdown} for every registered layer type, and the index."""
     comments = proto_comments()
     registry = layer_registry()
     pages = {page_path(t): layer_page(t, cls, comments) for t, cls in sorted(registry.items())}
-    rows = ["# Layers", "",
-            "One page per layer type minicaffe registers, generated from the layer's module, its "
-            "kernel and its tests.", "",
-            "| type | summary | OpenCL |", "|---|---|---|"]
-    for t, cls in sorted(registry.items()):
-        stem = Path(inspect.getfile(cls)).stem
-        summary = (split_module(Path(inspect.getfile(cls)))[0].splitlines() or [""])[0]
-        summary = summary.split(": ", 1)[-1]  # "ReLU: the rectified ..." -> "the rectified ..."
-        kernel = f"`{stem}.cl`" if (KERNELS / f"{stem}.cl").exists() else "none"
-        rows.append(f"| [{t}]({t.lower()}.md) | {_cell(summary)} | {kernel} |")
-    pages["layers/index.md"] = "\n".join(rows) + "\n"
+    pages["layers/index.md"] = index_page(registry)
     return pages
 
 

@@ -1,6 +1,7 @@
 """MkDocs hooks: the parts of the site that are generated from the code at build time.
 
-* every registered layer type gets a page (`gen_layer_pages.py`), listed under "Layers";
+* every registered layer type gets a page (`gen_layer_pages.py`), listed under "Layers"
+  by family (Data, Vision, ..., Loss);
 * every lesson in `lessons/` gets a page (its README, then its exercise), under "Lessons";
 * figures: the learning-rate policies plotted with `minicaffe.solver.learning_rate`,
   LeNet drawn by `minicaffe draw`, the LeNet training curves by `minicaffe plot`
@@ -130,10 +131,11 @@ def lesson_pages() -> dict[str, str]:
 # ---------------------------------------------------------------- mkdocs events
 
 def on_config(config):
-    """List every generated layer page under the nav's "Layers" entry."""
+    """List every generated layer page under the nav's "Layers" entry, by family."""
     from minicaffe.layer import layer_registry
     pages = [{"Overview": "layers/index.md"}] + [
-        {t: gen_layer_pages.page_path(t)} for t in sorted(layer_registry())]
+        {gen_layer_pages.FAMILIES[family][0]: [{t: gen_layer_pages.page_path(t)} for t in types]}
+        for family, types in gen_layer_pages.types_by_family(layer_registry()).items() if types]
     lessons = [{"The path": "lessons/index.md"}] + [
         {lesson_title(f): f"lessons/{f.name}.md"} for f in lesson_folders()]
     for i, item in enumerate(config.nav or []):

@@ -187,13 +187,16 @@ class Blob:
 
     # ---- protobuf
     def from_proto(self, proto, reshape: bool = True) -> None:
-        """Load a BlobProto, taking its shape (or checking it when `reshape` is False)."""
-        if proto.HasField("shape"):
-            shape = tuple(proto.shape.dim)
-        elif proto.num or proto.channels or proto.height or proto.width:
+        """Load a BlobProto, taking its shape (or checking it when `reshape` is False).
+
+        As Caffe's Blob::FromProto: any of the legacy num/channels/height/width fields set
+        means a 4-D shape; otherwise the shape is `shape.dim`, and no dims at all (or no
+        `shape`, which is how Caffe writes a blob of zero axes) means a scalar, shape ().
+        """
+        if any(proto.HasField(f) for f in ("num", "channels", "height", "width")):
             shape = (proto.num, proto.channels, proto.height, proto.width)
         else:
-            shape = (len(proto.data) or len(proto.double_data),)
+            shape = tuple(proto.shape.dim)
         if reshape:
             self.reshape(shape)
         elif prod(shape) != self.count or (shape != self.shape and len(shape) == self.num_axes):
@@ -211,7 +214,8 @@ class Blob:
         from minicaffe.proto import caffe_pb2
         proto = caffe_pb2.BlobProto() if proto is None else proto
         proto.Clear()
-        proto.shape.dim.extend(self.shape)
+        if self.shape:  # as Caffe's ToProto: a scalar gets no `shape` (from_proto reads that as ())
+            proto.shape.dim.extend(self.shape)
         proto.data.extend(self.cpu_data().ravel().tolist())
         if write_diff:
             proto.diff.extend(self.cpu_diff().ravel().tolist())

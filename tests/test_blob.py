@@ -51,7 +51,7 @@ def test_share_data_sees_writes_and_checks_count():
         Blob(5).share_data(a)
 
 
-@given(blobs(max_axes=4))
+@given(blobs(min_axes=0, max_axes=4))
 def test_proto_round_trip(blob):
     proto = blob.to_proto(write_diff=True)
     copy = Blob()
@@ -68,6 +68,31 @@ def test_legacy_4d_proto_and_truncation():
     del proto.data[-1]
     with pytest.raises(MinicaffeError, match="truncated"):
         blob.from_proto(proto)
+
+
+def test_scalar_blob_proto_keeps_zero_axes():
+    blob = Blob(())
+    blob.data[...] = 2.5
+    # Caffe's Blob::ToProto adds a shape dim per axis, so a scalar is written as data only.
+    proto = blob.to_proto()
+    assert proto.SerializeToString() == caffe_pb2.BlobProto(data=[2.5]).SerializeToString()
+    # Read back (as from a file Caffe wrote), and with an explicit empty shape: a scalar both times.
+    for stored in (proto, caffe_pb2.BlobProto(shape=caffe_pb2.BlobShape(), data=[2.5])):
+        copy = Blob()
+        copy.from_proto(caffe_pb2.BlobProto.FromString(stored.SerializeToString()))
+        assert copy.shape == () and copy.cpu_data() == 2.5
+    # A blob with neither shape nor legacy dims holds one value, as in Caffe.
+    with pytest.raises(MinicaffeError, match=r"3 values stored for shape \(\)"):
+        Blob().from_proto(caffe_pb2.BlobProto(data=[1, 2, 3]))
+
+
+def test_legacy_dims_take_precedence_and_may_be_zero():
+    # Caffe's FromProto looks at whether a legacy field is set, not at its value.
+    proto = caffe_pb2.BlobProto(num=0, channels=3, height=1, width=1)
+    proto.shape.dim.extend([7])
+    blob = Blob()
+    blob.from_proto(proto)
+    assert blob.shape == (0, 3, 1, 1) and blob.count == 0
 
 
 def test_canonical_axis_index():
