@@ -495,6 +495,9 @@ def index_page(registry: dict[str, type[Layer]]) -> str:
                 summary = " ".join(split_module(Path(inspect.getfile(cls)))[0].split("\n\n")[0].split())
                 summary = summary.split(": ", 1)[-1]  # "ReLU: the rectified ..." -> "the rectified ..."
                 kernel = f"`{stem}.cl`" if (KERNELS / f"{stem}.cl").exists() else "none"
+                shared = re.search(r"opencl/(\w+\.cl)", inspect.getmodule(cls).__doc__ or "")
+                if kernel == "none" and shared:  # a twin shared with another layer (Deconvolution)
+                    kernel = f"`{shared[1]}` (shared)"
                 out.append(f"| [{t}]({t.lower()}.md) | {_cell(summary)} | {kernel} |")
             out.append("")
         missing = [t for t, f in LAYER_FAMILY.items() if f == family and t not in registry]
