@@ -170,3 +170,17 @@ def test_mkdocs_build_strict(tmp_path):
     how_to = (site / "how-to-add-a-layer/index.html").read_text()
     for shown in ("TanHLayer", "tanh_forward", "check_gradient_eltwise", "minicaffe/layers/tanh.py"):
         assert shown in how_to, shown
+
+
+def test_every_parameter_of_every_layer_says_what_it_means():
+    # The "meaning" column comes from caffe.proto's comments: none may be empty.
+    gen, _ = generated()
+    from minicaffe.proto import caffe_pb2
+    comments = gen.proto_comments()
+    missing = []
+    for layer_type, cls in sorted(layer_registry().items()):
+        for name in gen.param_fields(cls):
+            message = caffe_pb2.LayerParameter.DESCRIPTOR.fields_by_name[name].message_type
+            missing += [f"{layer_type}: {message.name}.{f.name}" for f in message.fields
+                        if not comments.get((message.name, f.name))]
+    assert missing == []
