@@ -54,6 +54,9 @@ class Layer:
             self.blobs.append(blob)
         self.param_propagate_down: list[bool] = []
         self.loss_weights: list[float] = []
+        # Which bottoms a backward pass may ever be asked to fill, once a Net has worked it
+        # out (Caffe's bottom_need_backward); None, for a layer used on its own, means any.
+        self.bottom_need_backward: list[bool] | None = None
 
     # ---- the template methods the Net calls
     def setup(self, bottom: list[Blob], top: list[Blob]) -> None:
@@ -159,6 +162,13 @@ class Layer:
 
     def param_propagate(self, index: int) -> bool:
         return self.param_propagate_down[index] if index < len(self.param_propagate_down) else False
+
+    def backward_may_need(self, index: int = 0) -> bool:
+        """Whether backward may ever be asked for bottom `index`'s diff. A layer may skip
+        work that serves only that gradient (a mask, a saved copy) when it is False: in a
+        deploy or test net, say, where no loss learns from anything below the layer."""
+        need = self.bottom_need_backward
+        return need is None or (index < len(need) and need[index])
 
     def __repr__(self) -> str:
         return f"<{self.type} layer {self.name!r}>"

@@ -497,6 +497,8 @@ class Net:
                     record.bottom_need_backward[j] |= record.layer.allow_force_backward(j)
                     bottom.need_backward |= record.bottom_need_backward[j]
                 record.layer.param_propagate_down = [True] * len(record.layer.blobs)
+        for record in self.layer_records:  # what each layer's backward may be asked for
+            record.layer.bottom_need_backward = list(record.bottom_need_backward)
 
     # ---- running
     def _layer_index(self, name, default: int) -> int:

@@ -6,6 +6,7 @@ from google.protobuf import text_format
 
 from minicaffe import Net, TEST, TRAIN
 from minicaffe.common import MinicaffeError, set_random_seed
+from minicaffe.layer import create_layer
 from minicaffe.net import filter_net, insert_splits, state_meets_rule
 from minicaffe.proto import caffe_pb2
 
@@ -303,3 +304,23 @@ def test_partly_matching_weights_say_which_layers_kept_their_fillers(tmp_path, c
     warnings = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
     assert warnings == [f"Layers b got no weights from {tmp_path / 'half.caffemodel'} and keep their "
                         "filler initialisation"]
+
+
+# ---- what each layer's backward may be asked for
+def test_layers_learn_which_bottom_diffs_backward_may_need():
+    deploy = """
+        layer { name: "x" type: "Input" top: "x" input_param { shape { dim: 1 dim: 1 dim: 4 dim: 4 } } }
+        layer { name: "pool" type: "Pooling" bottom: "x" top: "pool"
+                pooling_param { pool: MAX kernel_size: 2 stride: 2 } }
+        layer { name: "ip" type: "InnerProduct" bottom: "pool" top: "ip"
+                inner_product_param { num_output: 2 } }
+    """
+    # No loss: no layer will ever be asked for a bottom diff (Caffe's bottom_need_backward).
+    net = make_net(deploy)
+    assert not net.layer_dict["pool"].backward_may_need(0)
+    assert not net.layer_dict["ip"].backward_may_need(0)
+    # force_backward: every bottom that allows it, as Caffe's Net decides.
+    net = make_net("force_backward: true\n" + deploy)
+    assert net.layer_dict["pool"].backward_may_need(0) and net.layer_dict["ip"].backward_may_need(0)
+    # A layer used on its own may be asked anything.
+    assert create_layer(net.layer_dict["pool"].layer_param).backward_may_need(0)
