@@ -57,6 +57,9 @@ class Layer:
         # Which bottoms a backward pass may ever be asked to fill, once a Net has worked it
         # out (Caffe's bottom_need_backward); None, for a layer used on its own, means any.
         self.bottom_need_backward: list[bool] | None = None
+        # Whether a Net will ever run this layer's backward (Caffe's layer_need_backward);
+        # None, for a layer used on its own, means it may.
+        self.backward_runs: bool | None = None
 
     # ---- the template methods the Net calls
     def setup(self, bottom: list[Blob], top: list[Blob]) -> None:
@@ -169,6 +172,13 @@ class Layer:
         deploy or test net, say, where no loss learns from anything below the layer."""
         need = self.bottom_need_backward
         return need is None or (index < len(need) and need[index])
+
+    def param_may_need(self, index: int) -> bool:
+        """Whether backward may ever be asked for parameter blob `index`'s diff: the blob
+        learns (`param_propagate`: lr_mult != 0, or force_backward) *and* the Net runs this
+        layer's backward at all. A deploy net keeps lr_mult 1 on every weight but has no
+        loss, so it never runs backward: there the work serving that diff may be skipped."""
+        return self.param_propagate(index) and self.backward_runs is not False
 
     def __repr__(self) -> str:
         return f"<{self.type} layer {self.name!r}>"

@@ -499,6 +499,7 @@ class Net:
                 record.layer.param_propagate_down = [True] * len(record.layer.blobs)
         for record in self.layer_records:  # what each layer's backward may be asked for
             record.layer.bottom_need_backward = list(record.bottom_need_backward)
+            record.layer.backward_runs = record.need_backward
 
     # ---- running
     def _layer_index(self, name, default: int) -> int:

@@ -324,3 +324,32 @@ def test_layers_learn_which_bottom_diffs_backward_may_need():
     assert net.layer_dict["pool"].backward_may_need(0) and net.layer_dict["ip"].backward_may_need(0)
     # A layer used on its own may be asked anything.
     assert create_layer(net.layer_dict["pool"].layer_param).backward_may_need(0)
+
+
+def test_layers_learn_which_param_diffs_backward_may_need():
+    # lr_mult alone says a blob learns; whether its diff may ever be asked also needs the
+    # Net to run the layer's backward, which a deploy net (no loss) never does.
+    layers = """
+        layer { name: "x" type: "Input" top: "x" top: "t"
+                input_param { shape { dim: 2 dim: 3 } shape { dim: 2 dim: 2 } } }
+        layer { name: "ip" type: "InnerProduct" bottom: "x" top: "ip"
+                inner_product_param { num_output: 2 } }
+        layer { name: "frozen" type: "InnerProduct" bottom: "ip" top: "y"
+                param { lr_mult: 0 } param { lr_mult: 0 } inner_product_param { num_output: 2 } }
+    """
+    loss = 'layer { name: "loss" type: "EuclideanLoss" bottom: "y" bottom: "t" top: "loss" }'
+    ip, frozen = (make_net(layers).layer_dict[name] for name in ("ip", "frozen"))
+    assert ip.param_propagate(0) and not ip.backward_runs   # lr_mult 1 but no loss
+    assert not ip.param_may_need(0) and not ip.param_may_need(1)
+    net = make_net(layers + loss)
+    ip, frozen = net.layer_dict["ip"], net.layer_dict["frozen"]
+    assert ip.backward_runs and ip.param_may_need(0) and ip.param_may_need(1)
+    assert frozen.backward_runs and not frozen.param_may_need(0)   # lr_mult 0
+    assert not ip.param_may_need(2)                                 # no such blob
+    # force_backward: every layer's backward runs and every blob gets its diff.
+    frozen = make_net("force_backward: true\n" + layers).layer_dict["frozen"]
+    assert frozen.param_may_need(0) and frozen.param_may_need(1)
+    # A layer used on its own may be asked anything its flags allow.
+    alone = create_layer(net.layer_dict["ip"].layer_param)
+    alone.param_propagate_down = [True, False]
+    assert alone.param_may_need(0) and not alone.param_may_need(1)

@@ -36,7 +36,8 @@ The blobs are statistics, not parameters: as in Caffe, setup gives each a `param
 spec with `lr_mult: 0` (so no solver moves them), and a nonzero `lr_mult` given for one
 is an error. There is no learned scale or shift: follow the layer with a Scale layer
 with `bias_term: true`. In place (top = bottom) is fine: training keeps its own copy of
-$y$ for backward, as an in-place layer after it may overwrite the top.
+$y$ for backward, as an in-place layer after it may overwrite the top (on the numpy
+engine, only when backward may be asked for $x$'s gradient).
 
     layer { name: "bn_conv1" type: "BatchNorm" bottom: "conv1" top: "conv1"
             batch_norm_param { use_global_stats: true } }
@@ -140,7 +141,9 @@ class BatchNormLayer(Layer):
             np.subtract(x, mean[:, None], out=y)
         else:
             m = self.num * self.spatial
-            mean[...] = x.sum(axis=(0, 2)) / np.float32(m)
+            # einsum's sums, not ndarray.sum's: 3x faster below 1000 values a channel
+            # (1024 x 14 x 14: 0.045 -> 0.013 ms), 1.4x above; float32 either way.
+            mean[...] = np.einsum("ncs->c", x) / np.float32(m)
             np.subtract(x, mean[:, None], out=y)  # centred; x may be y from here on
             variance = np.einsum("ncs,ncs->c", y, y) / np.float32(m)
             lam = np.float32(self.moving_average_fraction)
@@ -153,7 +156,10 @@ class BatchNormLayer(Layer):
         inv_std = self.inv_std.mutable_cpu_data()
         inv_std[...] = 1 / np.sqrt(variance + np.float32(self.eps))
         y *= inv_std[:, None]
-        if not self.use_global_stats:  # a later in-place layer may overwrite the top
+        # Backward needs y, which a later in-place layer may overwrite: keep a copy,
+        # unless no gradient will be asked (a net with no loss below): 0.73 -> 0.48 ms
+        # at 64 x 112 x 112.
+        if not self.use_global_stats and self.backward_may_need(0):
             self.x_norm.mutable_cpu_data()[...] = top[0].cpu_data()
 
     def backward_cpu(self, top, propagate_down, bottom):
@@ -168,7 +174,7 @@ class BatchNormLayer(Layer):
             return
         y = self.x_norm.cpu_data().reshape(shape)
         m = np.float32(self.num * self.spatial)
-        mean_dy = dy.sum(axis=(0, 2))[:, None] / m
+        mean_dy = np.einsum("ncs->c", dy)[:, None] / m  # einsum: as forward's mean
         mean_dy_y = np.einsum("ncs,ncs->c", dy, y)[:, None] / m
         # (dy - mean(dy) - mean(dy y) y) / std, with x_norm's diff as the one temporary
         term = np.multiply(y, mean_dy_y, out=self.x_norm.mutable_cpu_diff().reshape(shape))

@@ -230,6 +230,45 @@ def test_in_place_survives_a_later_in_place_layer(mode, phase):
         np.testing.assert_allclose(dx, results[0][1], rtol=1e-5, atol=1e-6)
 
 
+@pytest.mark.parametrize("loss", [False, True])
+def test_training_copy_of_y_only_when_backward_may_ask(loss):
+    # Numpy engine, batch statistics, in place: a net with a loss below which something
+    # learns keeps y for backward (and gets the reference's gradient); a net without one
+    # skips the copy, and its forward (y, running statistics) is unchanged.
+    text = """
+        layer { name: "in" type: "Input" top: "x" top: "t"
+                input_param { shape { dim: 3 dim: 2 dim: 4 } shape { dim: 3 dim: 2 dim: 4 } } }
+        layer { name: "shift" type: "Bias" bottom: "x" top: "b"
+                bias_param { filler { type: "gaussian" } } }
+        layer { name: "bn" type: "BatchNorm" bottom: "b" top: "TOP" }
+    """
+    if loss:
+        text += 'layer { name: "loss" type: "EuclideanLoss" bottom: "TOP" bottom: "t" }'
+    rng = np.random.default_rng(6)
+    x, t = rng.uniform(-1, 1, (3, 2, 4)), rng.uniform(-1, 1, (3, 2, 4))
+    nets = []
+    for top in ("y", "b"):   # out of place (the reference), in place
+        common.set_random_seed(2)
+        with common.using_mode(common.CPU):
+            net = Net(text_format.Parse(text.replace("TOP", top), caffe_pb2.NetParameter()), TRAIN)
+            net.blobs["x"].data, net.blobs["t"].data = x, t
+            net.forward_backward() if loss else net.forward()
+        nets.append(net)
+    reference, in_place = nets
+    bn = in_place.layer_dict["bn"]
+    assert bn.backward_may_need(0) is loss
+    y = reference.blobs["y"].data
+    np.testing.assert_allclose(in_place.blobs["b"].data, y, rtol=1e-6)
+    np.testing.assert_allclose(y.mean(axis=(0, 2)), 0, atol=1e-6)
+    np.testing.assert_array_equal(bn.x_norm.data, y if loss else 0)   # the copy, or none
+    for mine, theirs in zip(bn.blobs, reference.params["bn"]):
+        np.testing.assert_allclose(mine.data, theirs.data, rtol=1e-6)
+    if loss:   # the shift's gradient flows through BatchNorm's backward
+        mine, theirs = in_place.params["shift"][0].diff, reference.params["shift"][0].diff
+        np.testing.assert_allclose(mine, theirs, rtol=1e-5, atol=1e-7)
+        assert theirs.any()
+
+
 # ---- the OpenCL twin
 @pytest.mark.opencl
 @given(shape=shapes.filter(lambda s: np.prod(s) <= 200), seed=st.integers(0, 2**31 - 1),

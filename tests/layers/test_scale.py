@@ -7,10 +7,13 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from minicaffe import common
+from google.protobuf import text_format
+
+from minicaffe import TEST, TRAIN, Net, common
 from minicaffe.blob import Blob
 from minicaffe.common import MinicaffeError
 from minicaffe.layer import create_layer
+from minicaffe.proto import caffe_pb2
 from minicaffe.syncedmem import SyncedMemory
 from minicaffe.testing import GradientChecker
 from minicaffe.testing.engines import compare_engines
@@ -166,6 +169,70 @@ def test_given_blobs_and_param_flags(mode):
     layer.backward([top], [True], [bottom])
     assert not layer.blobs[0].diff.any()
     np.testing.assert_array_equal(layer.blobs[1].diff, [1, 1])
+
+
+# ---- in place in a Net: the copy of x only when the scale's gradient may be asked
+def scale_net(top: str, scale_spec: str = "", loss: bool = True, phase=TRAIN) -> Net:
+    """x -> Bias (learned, so x's diff is wanted below the Scale) -> Scale -> loss."""
+    text = f"""
+        layer {{ name: "in" type: "Input" top: "x" top: "t"
+                input_param {{ shape {{ dim: 2 dim: 3 dim: 4 }} shape {{ dim: 2 dim: 3 dim: 4 }} }} }}
+        layer {{ name: "shift" type: "Bias" bottom: "x" top: "b"
+                bias_param {{ filler {{ type: "gaussian" }} }} }}
+        layer {{ name: "sc" type: "Scale" bottom: "b" top: "{top}" {scale_spec}
+                scale_param {{ bias_term: true filler {{ type: "gaussian" }}
+                              bias_filler {{ type: "gaussian" }} }} }}
+    """
+    if loss:
+        text += f'layer {{ name: "loss" type: "EuclideanLoss" bottom: "{top}" bottom: "t" }}'
+    common.set_random_seed(7)
+    net = Net(text_format.Parse(text, caffe_pb2.NetParameter()), phase)
+    rng = np.random.default_rng(2)
+    net.blobs["x"].data = rng.uniform(-1, 1, (2, 3, 4))
+    net.blobs["t"].data = rng.uniform(-1, 1, (2, 3, 4))
+    return net
+
+
+@pytest.mark.parametrize("frozen", [False, True])
+def test_in_place_in_a_training_net_gets_exact_gradients(mode, frozen):
+    # The copy is kept when the scale learns; with lr_mult 0 on it (a frozen Scale, as
+    # when fine-tuning a ResNet) no scale gradient is asked, so none is copied, and the
+    # other gradients stay exact. Reference: the same net out of place.
+    spec = "param { lr_mult: 0 } param { lr_mult: 1 }" if frozen else ""
+    nets = [scale_net(top, spec) for top in ("y", "b")]
+    for net in nets:
+        net.forward_backward()
+    reference, in_place = nets
+    sc = in_place.layer_dict["sc"]
+    assert sc.param_may_need(0) is not frozen
+    x = reference.blobs["b"].data
+    np.testing.assert_array_equal(sc.temp.data, 0 if frozen else x)   # the copy, or none
+    np.testing.assert_allclose(in_place.blobs["b"].data, reference.blobs["y"].data, rtol=1e-6)
+    for name in ("sc", "shift"):
+        for mine, theirs in zip(in_place.params[name], reference.params[name]):
+            np.testing.assert_allclose(mine.diff, theirs.diff, rtol=1e-6)
+    np.testing.assert_allclose(in_place.blobs["x"].diff, reference.blobs["x"].diff, rtol=1e-6)
+    assert in_place.params["sc"][0].diff.any() is not frozen
+
+
+@pytest.mark.parametrize("phase", [TRAIN, TEST])
+def test_in_place_in_a_deploy_net_copies_nothing(mode, phase):
+    # No loss: backward never runs, so the scale's gradient can't be asked even though its
+    # lr_mult is 1; forward skips the copy. A backward called anyway (as `minicaffe time`
+    # does) computes no scale gradient rather than one from a stale copy.
+    net = scale_net("b", loss=False, phase=phase)
+    net.forward()
+    sc = net.layer_dict["sc"]
+    assert sc.param_propagate(0) and not sc.param_may_need(0)
+    assert not sc.temp.data.any()
+    shift = net.layer_dict["shift"]
+    x = net.blobs["x"].data + shift.blobs[0].data.reshape(3, 1)
+    s, b = (blob.data.reshape(3, 1) for blob in sc.blobs)
+    np.testing.assert_allclose(net.blobs["b"].data, s * x + b, rtol=1e-6)
+    record = net.layer_records[net.layer_names.index("sc")]
+    net.blobs["b"].diff = 1.0
+    sc.backward(record.top_vec, record.bottom_need_backward, record.bottom_vec)
+    assert not sc.blobs[0].diff.any()
 
 
 # ---- the OpenCL twin

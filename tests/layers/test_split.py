@@ -31,6 +31,19 @@ def test_known_values(mode):
     np.testing.assert_array_equal(bottom.cpu_diff(), [[11, 20], [32, 40]])
 
 
+@pytest.mark.parametrize("num_tops", [1, 2, 3])
+def test_known_sums_in_top_order(mode, num_tops):
+    # One top is copied, two are one add, more add on in order: ((1e8 + -1e8) + 1) is 1,
+    # where 1e8 + (-1e8 + 1) would round to 0 in float32.
+    bottom, tops, layer = blob_from([0.0]), [Blob() for _ in range(num_tops)], split()
+    layer.setup([bottom], tops)
+    for top, dy in zip(tops, [1e8, -1e8, 1.0]):
+        top.diff = [dy]
+    bottom.diff = [5.0]   # overwritten, not added to
+    layer.backward(tops, [True], [bottom])
+    np.testing.assert_array_equal(bottom.diff, [{1: 1e8, 2: 0.0, 3: 1.0}[num_tops]])
+
+
 @given(bottom=blobs(max_side=4), num_tops=st.integers(1, 4))
 def test_gradient(mode, bottom, num_tops):
     tops = [Blob() for _ in range(num_tops)]
