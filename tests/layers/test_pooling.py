@@ -4,13 +4,15 @@ import math
 
 import numpy as np
 import pytest
+from google.protobuf import text_format
 from hypothesis import assume, example, given
 from hypothesis import strategies as st
 
-from minicaffe import common
+from minicaffe import TRAIN, Net, common
 from minicaffe.blob import Blob
 from minicaffe.common import MinicaffeError
 from minicaffe.layer import create_layer
+from minicaffe.proto import caffe_pb2
 from minicaffe.syncedmem import SyncedMemory
 from minicaffe.testing import GradientChecker
 from minicaffe.testing.engines import compare_engines
@@ -515,3 +517,95 @@ def test_stochastic_data_stays_on_the_device(gpu_only, phase):
     if phase == "TRAIN":
         layer.backward([top], [True], [bottom])
     assert SyncedMemory.transfers == before
+
+
+# ---- MAX without a mask: deploy and test nets (numpy engine; the device always keeps one)
+def special_values(shape, seed):
+    """Small integers (ties) with NaN, +-inf and -FLT_MAX sprinkled in."""
+    rng = np.random.default_rng(seed)
+    x = rng.integers(-2, 3, shape).astype(np.float32)
+    x[rng.random(shape) < 0.3] = rng.choice(np.float32([np.nan, np.inf, -np.inf, -FLT_MAX]))
+    return x
+
+
+@given(pool_params(), st.integers(0, 2**31 - 1))
+@example(({"pool": "MAX", "round_mode": "CEIL", "kernel_size": 3, "stride": 2, "pad": 1},
+          (1, 2, 6, 5)), 0)  # padding and the CEIL overhang
+@example(({"pool": "MAX", "round_mode": "CEIL", "kernel_size": 3, "stride": 1, "pad": 1},
+          (1, 2, 5, 6)), 2)  # GoogLeNet's: as wide as the bottom, the row shifted whole
+@example(({"pool": "MAX", "round_mode": "CEIL", "kernel_h": 1, "kernel_w": 3, "stride": 1,
+           "pad_h": 0, "pad_w": 1}, (2, 1, 3, 1)), 3)  # ... one column wide
+@example(({"pool": "MAX", "round_mode": "CEIL", "kernel_h": 1, "kernel_w": 2, "stride_h": 3,
+           "stride_w": 3, "pad_h": 0, "pad_w": 1}, (1, 1, 5, 7)), 1)  # windows with no pixel
+def test_max_without_mask_gives_caffes_values(params, seed):
+    # A layer whose net needs no gradient below it computes y alone, and gets the same
+    # values as Caffe's loops and as the mask-keeping path: NaN and -inf never win,
+    # empty windows give -FLT_MAX.
+    param, shape = params
+    param = {**param, "pool": "MAX"}
+    x = special_values(shape, seed)
+    with common.using_mode(common.CPU):  # whatever the module's `mode` fixture left set
+        _, (top_with_mask,) = forward(pooling(**param), x)
+        alone = pooling(**param)
+        alone.bottom_need_backward = [False]  # as a Net sets it
+        bottom, (top,) = forward(alone, x)
+        y, _, _ = reference(x, param, np.zeros(top.shape))
+        np.testing.assert_array_equal(top.cpu_data(), y)
+        np.testing.assert_array_equal(top.cpu_data(), top_with_mask.cpu_data())
+        # It kept no mask, so a gradient asked for all the same is refused, not made up.
+        with pytest.raises(MinicaffeError, match="Pooling layer 'pooling': .*would not need"):
+            alone.backward([top], [True], [bottom])
+        alone.backward([top], [False], [bottom])  # what a Net asks: nothing
+
+
+@pytest.mark.parametrize("sign", [1, -1])
+@pytest.mark.parametrize("param", [dict(kernel_size=3, stride=1, pad=1),
+                                   dict(kernel_h=2, kernel_w=5, stride=1, pad_h=1, pad_w=2)])
+def test_max_without_mask_keeps_each_window_in_its_row(param, sign):
+    # Pixels rising (or falling) through the rows: the row after (or before) a window
+    # holds larger values than the window itself, so a pixel pulled in from there shows.
+    x = sign * np.arange(2 * 3 * 4 * 5, dtype=np.float32).reshape(2, 3, 4, 5)
+    with common.using_mode(common.CPU):
+        layer = pooling(pool="MAX", **param)
+        layer.bottom_need_backward = [False]
+        _, (top,) = forward(layer, x)
+    y, _, _ = reference(x, {"pool": "MAX", **param}, np.zeros(top.shape))
+    np.testing.assert_array_equal(top.cpu_data(), y)
+
+
+POOL_NET = """
+layer { name: "x" type: "Input" top: "x" top: "target"
+        input_param { shape { dim: 2 dim: 3 dim: 8 dim: 8 }
+                      shape { dim: 2 dim: 3 dim: 4 dim: 4 } } }
+layer { name: "pool" type: "Pooling" bottom: "x" top: "pool"
+        pooling_param { pool: MAX kernel_size: 3 stride: 2 } }
+"""
+LOSS = 'layer { name: "loss" type: "EuclideanLoss" bottom: "pool" bottom: "target" top: "loss" }'
+
+
+def test_net_keeps_the_mask_only_when_a_gradient_is_needed():
+    # 8x8, 3x3 stride 2, CEIL: the last windows hang over the edge.
+    param = {"pool": "MAX", "kernel_size": 3, "stride": 2, "pad": 0}
+    x = special_values((2, 3, 8, 8), 7)
+    x[np.isnan(x) | np.isinf(x)] = 0.5  # finite, so the loss's gradient is too
+    target = np.random.default_rng(8).standard_normal((2, 3, 4, 4)).astype(np.float32)
+
+    def run(text):
+        net = Net(text_format.Parse(text, caffe_pb2.NetParameter()), TRAIN)
+        net.forward(x=x, target=target)
+        return net, net.layer_dict["pool"]
+
+    with common.using_mode(common.CPU):  # whatever the module's `mode` fixture left set
+        # Deploy: no loss, no gradient: the values, and no mask.
+        net, layer = run(POOL_NET)
+        y, _, _ = reference(x, param, np.zeros((2, 3, 4, 4)))
+        np.testing.assert_array_equal(net.blobs["pool"].cpu_data(), y)
+        assert not layer.max_idx_fresh and not layer.max_idx.cpu_data().any()  # never written
+        # Training, with the input's gradient asked for: the mask, and exact gradients.
+        net, layer = run("force_backward: true\n" + POOL_NET + LOSS)
+        assert layer.max_idx_fresh
+        net.backward()
+        dy = (net.blobs["pool"].cpu_data() - target) / 2  # EuclideanLoss: (a - b) / N
+        y, _, dx = reference(x, param, dy)
+        np.testing.assert_array_equal(net.blobs["pool"].cpu_data(), y)
+        np.testing.assert_allclose(net.blobs["x"].cpu_diff(), dx, rtol=1e-6, atol=1e-7)
