@@ -79,7 +79,8 @@ class LRNLayer(Layer):
     `scale_`). Not in place: backward needs both x and y.
 
     numpy engine: the window sums are `window_sum`, a few shifted-array additions
-    (over channels, or over rows then columns). Device twin: one work-item per value,
+    (over channels, or over rows then columns); forward across channels goes through a
+    large image a block of channels at a time (`BLOCK`). Device twin: one work-item per value,
     each summing its own window in the same order, so that a batch of one still spreads
     over all of a map's values (Caffe's lrn_fill_scale walks the channels of one pixel
     per thread instead, which leaves most of a GPU idle at batch 1).
@@ -121,13 +122,40 @@ class LRNLayer(Layer):
             return window_sum(a, 1, self.size, out)
         return window_sum(window_sum(a, 2, self.size), 3, self.size, out)  # rows, then columns
 
+    # Values per block of channels in forward across channels. Forward's ten or so passes
+    # over an image larger than the cache reload it from memory each time; over a block
+    # of channels they stay in cache: GoogLeNet's norm2 (1 x 192 x 56 x 56, best of 15, one
+    # thread) 1.40 ms against 1.97 ms, AlexNet's norm1 at batch 10 6.8 against 9.2; its
+    # norm1 (64 x 56 x 56, in two blocks) is unchanged, 0.43 ms.
+    BLOCK = 1 << 17
+
     def forward_cpu(self, bottom, top):
         x = bottom[0].cpu_data()
-        s = self.scale.mutable_cpu_data()
-        self._window_sum(x * x, out=s)
-        s *= np.float32(self.alpha / self.window)
+        s, y = self.scale.mutable_cpu_data(), top[0].mutable_cpu_data()
+        n, c, h, w = x.shape
+        block = max(1, self.BLOCK // (h * w))  # channels per block
+        if not self.across or block >= c:  # the whole batch at once
+            self._normalize(x, s, y)
+            return
+        half = (self.size - 1) // 2
+        for i in range(n):
+            for c0 in range(0, c, block):
+                c1 = min(c, c0 + block)
+                # The block's window sums need up to `half` channels more on either side;
+                # the (partial) sums of those channels are dropped.
+                lo, hi = max(0, c0 - half), min(c, c1 + half)
+                xs = x[i, lo:hi]
+                sums = window_sum(xs * xs, 0, self.size)[c0 - lo:c1 - lo]
+                self._finish(sums, x[i, c0:c1], s[i, c0:c1], y[i, c0:c1])
+
+    def _normalize(self, x, s, y):
+        """s = shift + alpha/m · (window sum of x²), y = x s^-beta."""
+        self._finish(self._window_sum(x * x, out=s), x, s, y)
+
+    def _finish(self, sums, x, s, y):
+        """s = shift + alpha/m · sums, y = x s^-beta (sums may be s itself)."""
+        np.multiply(sums, np.float32(self.alpha / self.window), out=s)
         s += np.float32(self.shift)
-        y = top[0].mutable_cpu_data()
         np.power(s, np.float32(-self.beta), out=y)
         y *= x
 

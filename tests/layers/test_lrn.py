@@ -106,6 +106,18 @@ def test_matches_the_definition(mode, case):
     np.testing.assert_allclose(top.cpu_data(), expected, rtol=1e-5, atol=1e-6)
 
 
+@pytest.mark.parametrize("block", [4, 12, 1 << 17])  # channels per block: 1, 3, all 7
+def test_forward_in_blocks_of_channels(block):
+    """The numpy forward across channels, a block of channels at a time (each block's
+    window sums reach into its neighbours), gives the definition's values."""
+    x = np.random.default_rng(3).standard_normal((2, 7, 2, 2)).astype(np.float32)
+    layer = lrn(local_size=5, alpha=2.0, beta=0.75, k=1.5)
+    layer.BLOCK = block  # values per block; an image here is 7 channels of 4
+    _, top = forward(layer, x)
+    expected = reference(x.astype(np.float64), 5, 2.0, 0.75, 1.5, "ACROSS_CHANNELS")
+    np.testing.assert_allclose(top.cpu_data(), expected, rtol=1e-5, atol=1e-6)
+
+
 # ---- gradients, with Caffe's checker settings (stepsize 1e-2, threshold 1e-2)
 @pytest.mark.parametrize("fields, shape", [
     ({}, (1, 7, 1, 2)),  # TestGradientAcrossChannels (defaults: size 5, alpha 1, beta 0.75)
