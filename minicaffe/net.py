@@ -704,6 +704,14 @@ class Net:
     def data_layers(self) -> list:
         return [layer for layer in self.layers if hasattr(layer, "set_batch_index")]
 
+    def set_input_arrays(self, data, labels) -> None:
+        """pycaffe's set_input_arrays: hand (N, C, H, W) float32 `data` and N `labels` to
+        the net's first layer, which must be MemoryData (see its `reset`)."""
+        if not self.layers or self.layers[0].type != "MemoryData":
+            raise MinicaffeError(f"set_input_arrays may only be called if the first layer of net "
+                                 f"{self.name!r} is a MemoryData layer")
+        self.layers[0].reset(data, labels)
+
     def forward(self, blobs=None, start=None, end=None, **inputs) -> dict[str, np.ndarray]:
         """pycaffe's forward: set input blobs from keyword arrays, run, return the outputs."""
         for name, array in inputs.items():

@@ -5,7 +5,9 @@ import pytest
 
 from minicaffe.common import MinicaffeError
 from minicaffe.io import db as dbmod
-from minicaffe.io.db import LMDBReader, LMDBWriter, is_lmdb, open_db
+from minicaffe.io.db import (LevelDBReader, LevelDBWriter, LMDBReader, LMDBWriter, is_leveldb,
+                             is_lmdb, open_db, open_writer)
+from minicaffe.proto import caffe_pb2
 
 
 def write(path, records, **kwargs):
@@ -125,13 +127,87 @@ def test_empty_lmdb(mode, tmp_path):
         LMDBReader(tmp_path / "db")
 
 
-def test_leveldb_is_refused_with_advice(mode, tmp_path):
-    path = write(tmp_path / "mnist_lmdb", [("a", b"1")])
-    with pytest.raises(MinicaffeError, match="backend LEVELDB is not supported.*convert.*LMDB"
-                                             ".*looks like an LMDB already: set `backend: LMDB`"):
-        open_db(path, 0, owner="Data layer 'x'")
-    with pytest.raises(MinicaffeError, match="LEVELDB is not supported"):
-        open_db(tmp_path / "some_leveldb", "leveldb")
-    with pytest.raises(MinicaffeError, match="unknown backend 'rocksdb'"):
-        open_db(path, "rocksdb")
-    assert len(open_db(path, "lmdb")) == 1
+def write_leveldb(path, records, **kwargs):
+    with LevelDBWriter(path, **kwargs) as writer:
+        for key, value in records:
+            writer.put(key, value)
+    return path
+
+
+def test_leveldb_round_trip_in_key_order(mode, tmp_path):
+    # Written out of order over several write batches; read back in byte order of keys.
+    records = [(f"{k:08d}", f"value {k}".encode()) for k in (5, 3, 9, 0, 1, 7, 2, 8, 6, 4)]
+    path = write_leveldb(tmp_path / "db", records, commit_every=3)
+    assert is_leveldb(path) and not is_lmdb(path)
+    with LevelDBReader(path) as reader:
+        assert len(reader) == 10
+        assert [reader.read(k) for k in range(10)] == [(f"{k:08d}".encode(), f"value {k}".encode())
+                                                       for k in range(10)]
+        assert reader.read_many([3, 1]) == [(b"00000003", b"value 3"), (b"00000001", b"value 1")]
+        assert [v for _, v in itertools.islice(reader.cycle(start=8), 4)] == \
+            [b"value 8", b"value 9", b"value 0", b"value 1"]
+
+
+def test_leveldb_opened_twice_in_one_process(mode, tmp_path):
+    # LevelDB locks its folder; a train and a test net reading one source share a handle.
+    path = write_leveldb(tmp_path / "db", [("a", b"1")])
+    first, second = LevelDBReader(path), LevelDBReader(path)
+    assert first.read(0) == second.read(0) == (b"a", b"1")
+    first.close()
+    assert second.read(0) == (b"a", b"1")  # still open for the other reader
+    second.close()
+    assert not dbmod._SHARED_LEVELDB
+    assert len(LevelDBReader(path)) == 1  # reopens after the last user closed it
+
+
+def test_leveldb_writer_refuses_to_clobber(mode, tmp_path):
+    path = write_leveldb(tmp_path / "db", [("a", b"1")])
+    with pytest.raises(MinicaffeError, match="already exists; refusing to overwrite"):
+        LevelDBWriter(path)
+    write_leveldb(path, [("b", b"2")], overwrite=True)
+    with LevelDBReader(path) as reader:
+        assert reader.read_many([0]) == [(b"b", b"2")]
+    (tmp_path / "file").write_text("x")
+    with pytest.raises(MinicaffeError, match="exists and is not a LevelDB directory"):
+        LevelDBWriter(tmp_path / "file", overwrite=True)
+    with pytest.raises(RuntimeError):  # a failed conversion leaves nothing behind
+        with LevelDBWriter(tmp_path / "half") as writer:
+            writer.put("a", b"1")
+            raise RuntimeError
+    assert not (tmp_path / "half").exists()
+
+
+def test_leveldb_errors(mode, tmp_path):
+    with pytest.raises(MinicaffeError, match="Data layer 'x': data source .*nowhere' does not"):
+        open_db(tmp_path / "nowhere", "leveldb", owner="Data layer 'x'")
+    write_leveldb(tmp_path / "empty", [])
+    with pytest.raises(MinicaffeError, match="LevelDB .*empty' holds no records"):
+        LevelDBReader(tmp_path / "empty")
+    (tmp_path / "folder").mkdir()
+    with pytest.raises(MinicaffeError, match="folder' is not a LevelDB directory"):
+        LevelDBReader(tmp_path / "folder")
+
+
+def test_backend_mismatch_gets_advice(mode, tmp_path):
+    lmdb_path = write(tmp_path / "mnist_lmdb", [("a", b"1")])
+    leveldb_path = write_leveldb(tmp_path / "mnist_leveldb", [("a", b"1")])
+    # Caffe's default backend is LEVELDB (0), so an LMDB source without `backend` lands here.
+    with pytest.raises(MinicaffeError, match="Data layer 'x': data source .*mnist_lmdb' is not a "
+                                             "LevelDB.*looks like an LMDB: set `backend: LMDB`"):
+        open_db(lmdb_path, 0, owner="Data layer 'x'")
+    with pytest.raises(MinicaffeError, match="is not an LMDB.*looks like a LevelDB: set "
+                                             "`backend: LEVELDB`"):
+        open_db(leveldb_path, "lmdb")
+    with pytest.raises(MinicaffeError, match="unknown backend 'rocksdb'; use LMDB or LEVELDB"):
+        open_db(lmdb_path, "rocksdb")
+    assert len(open_db(lmdb_path, "lmdb")) == len(open_db(leveldb_path, "LEVELDB")) == 1
+    with open_writer(tmp_path / "w1", "leveldb") as w1, \
+            open_writer(tmp_path / "w2", caffe_pb2.DataParameter.LMDB) as w2:
+        assert isinstance(w1, LevelDBWriter) and isinstance(w2, LMDBWriter)
+
+
+def test_missing_plyvel_is_one_clear_error(mode, tmp_path, monkeypatch):
+    monkeypatch.setattr(dbmod, "plyvel", None)
+    with pytest.raises(MinicaffeError, match="Data layer 'x': reading or writing LevelDB needs the "
+                                             r"plyvel package \(pip install plyvel\)"):
+        open_db(tmp_path, "leveldb", owner="Data layer 'x'")

@@ -74,8 +74,8 @@ def test_convert_errors(mode, tmp_path):
     write_idx(tmp_path / "few-labels", read_labels(T10K_LABELS)[:9])
     with pytest.raises(MinicaffeError, match="10000 images but .*few-labels holds 9 labels"):
         convert_mnist_data(T10K_IMAGES, tmp_path / "few-labels", tmp_path / "b")
-    with pytest.raises(MinicaffeError, match="'leveldb' is not supported.*LMDB"):
-        convert_mnist_data(T10K_IMAGES, T10K_LABELS, tmp_path / "c", backend="leveldb")
+    with pytest.raises(MinicaffeError, match="'rocksdb' is not supported: use 'lmdb' or 'leveldb'"):
+        convert_mnist_data(T10K_IMAGES, T10K_LABELS, tmp_path / "c", backend="rocksdb")
     with pytest.raises(MinicaffeError, match="missing-images: no such file"):
         convert_mnist_data(tmp_path / "missing-images", T10K_LABELS, tmp_path / "d")
     assert not any((tmp_path / n).exists() for n in "abcd")

@@ -9,9 +9,11 @@ byte order, which for `"%08d"` keys is the k-th record written.
   grows the memory map when it is full, as Caffe's LMDBTransaction does.
 * `LMDBReader` reads record k by position and iterates cyclically from any position;
   positional access is what lets a resumed solver ask for "batch k" directly.
+* `LevelDBWriter` / `LevelDBReader` do the same for LevelDB (Caffe's `util/db_leveldb.cpp`,
+  the default `backend` of data_param), through the `plyvel` binding. LevelDB also keeps
+  keys in byte order, so positions mean the same thing for both backends.
 * `open_db` is what the Data layer calls: it checks `backend` and the source path and
-  names the layer in its errors. LevelDB is not supported (no maintained Python binding
-  ships with minicaffe); convert such data to LMDB.
+  names the layer in its errors.
 """
 from __future__ import annotations
 
@@ -24,6 +26,11 @@ import lmdb
 
 from minicaffe.common import MinicaffeError
 from minicaffe.proto import caffe_pb2
+
+try:
+    import plyvel
+except ImportError:  # plyvel is a dependency; an install without it still reads LMDB
+    plyvel = None
 
 # LMDB wants its maximum size up front. Like Caffe's LMDBTransaction, start modest and
 # double the map whenever a commit finds it full.
@@ -66,6 +73,11 @@ def _key_bytes(key) -> bytes:
 def is_lmdb(path) -> bool:
     """True when `path` is an LMDB directory (it holds data.mdb)."""
     return (Path(path) / "data.mdb").is_file()
+
+
+def is_leveldb(path) -> bool:
+    """True when `path` is a LevelDB directory (it holds the CURRENT manifest pointer)."""
+    return (Path(path) / "CURRENT").is_file()
 
 
 class LMDBWriter:
@@ -142,8 +154,10 @@ class LMDBReader:
                                  f"(convert your data to LMDB first, e.g. with "
                                  f"minicaffe.io.mnist.convert_mnist_data)")
         if not is_lmdb(self.path):
+            hint = (" It looks like a LevelDB: set `backend: LEVELDB` in data_param."
+                    if is_leveldb(self.path) else "")
             raise MinicaffeError(f"{where}data source {str(self.path)!r} is not an LMDB "
-                                 f"directory (no data.mdb inside)")
+                                 f"directory (no data.mdb inside).{hint}")
         self._ident = None
         try:
             self._ident, self.env = _acquire_env(self.path)
@@ -193,19 +207,179 @@ class LMDBReader:
         self.close()
 
 
-def open_db(source, backend, owner: str = "") -> LMDBReader:
-    """Open a Data layer's source; `backend` is a DataParameter.DB value or its name."""
-    where = f"{owner}: " if owner else ""
+# ---- LevelDB
+# LevelDB locks its directory: a second open in the same process fails. A train net and a
+# test net may read one source, so readers share one handle per directory, as for LMDB.
+_SHARED_LEVELDB: dict[tuple, list] = {}  # (st_dev, st_ino) of the directory -> [db, users]
+
+
+def _need_plyvel(where: str) -> None:
+    if plyvel is None:
+        raise MinicaffeError(f"{where}reading or writing LevelDB needs the plyvel package "
+                             f"(pip install plyvel), or convert the data to LMDB")
+
+
+class LevelDBWriter:
+    """Write key/value records to a new LevelDB, in write batches of `commit_every` records.
+
+    Caffe's converters create the database with error_if_exists, so an existing path is
+    refused unless `overwrite`, and then only a directory that is a LevelDB is replaced.
+    """
+
+    def __init__(self, path, commit_every: int = 1000, overwrite: bool = False):
+        _need_plyvel("")
+        self.path = Path(path)
+        if self.path.exists():
+            if not overwrite:
+                raise MinicaffeError(f"{self.path}: already exists; refusing to overwrite it "
+                                     f"(remove it first, or pass overwrite=True)")
+            if not (self.path.is_dir() and is_leveldb(self.path)):
+                raise MinicaffeError(f"{self.path}: exists and is not a LevelDB directory; "
+                                     f"refusing to replace it")
+            shutil.rmtree(self.path)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self.commit_every = int(commit_every)
+        # Caffe opens with a 256 MB write buffer; plyvel's default (4 MB) only changes
+        # how often LevelDB compacts, not what it stores.
+        self.db = plyvel.DB(str(self.path), create_if_missing=True, error_if_exists=True)
+        self._pending: list[tuple[bytes, bytes]] = []
+        self.count = 0
+
+    def put(self, key, value: bytes) -> None:
+        self._pending.append((_key_bytes(key), bytes(value)))
+        self.count += 1
+        if len(self._pending) >= self.commit_every:
+            self.commit()
+
+    def commit(self) -> None:
+        """Write the pending records in one atomic batch."""
+        if self._pending:
+            with self.db.write_batch() as batch:
+                for key, value in self._pending:
+                    batch.put(key, value)
+            self._pending.clear()
+
+    def close(self) -> None:
+        if self.db is not None:
+            self.commit()
+            self.db.close()
+            self.db = None
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, exc_type, exc, tb):
+        if exc_type is None:
+            self.close()
+        else:  # leave no half-written database behind a failed conversion
+            self.db.close()
+            self.db = None
+            shutil.rmtree(self.path, ignore_errors=True)
+
+
+class LevelDBReader:
+    """Read-only, positional access to a LevelDB; the same interface as `LMDBReader`.
+
+    Record k is the k-th key in byte order (LevelDB's default comparator, which is what
+    Caffe's iterator walks). The keys are listed once at open.
+    """
+
+    def __init__(self, path, owner: str = ""):
+        self.path = Path(path)
+        where = f"{owner}: " if owner else ""
+        _need_plyvel(where)
+        if not self.path.exists():
+            raise MinicaffeError(f"{where}data source {str(self.path)!r} does not exist")
+        if not is_leveldb(self.path):
+            hint = (" It looks like an LMDB: set `backend: LMDB` in data_param (Caffe's "
+                    "default backend is LEVELDB)." if is_lmdb(self.path) else "")
+            raise MinicaffeError(f"{where}data source {str(self.path)!r} is not a LevelDB "
+                                 f"directory (no CURRENT file inside).{hint}")
+        st = os.stat(self.path)
+        self._ident = None
+        ident = (st.st_dev, st.st_ino)
+        try:
+            with _SHARED_LOCK:
+                entry = _SHARED_LEVELDB.get(ident)
+                if entry is None:
+                    entry = _SHARED_LEVELDB[ident] = [plyvel.DB(str(self.path)), 0]
+                entry[1] += 1
+            self._ident, self.db = ident, entry[0]
+            self.keys: list[bytes] = list(self.db.iterator(include_value=False))
+        except plyvel.Error as err:
+            self.close()
+            raise MinicaffeError(f"{where}cannot read LevelDB {str(self.path)!r}: {err}") from None
+        if not self.keys:
+            self.close()
+            raise MinicaffeError(f"{where}LevelDB {str(self.path)!r} holds no records")
+
+    def __len__(self) -> int:
+        return len(self.keys)
+
+    def read(self, k: int) -> tuple[bytes, bytes]:
+        """(key, value) of record k, 0 <= k < len(self)."""
+        return self.read_many([k])[0]
+
+    def read_many(self, positions) -> list[tuple[bytes, bytes]]:
+        """(key, value) of each record position, from one consistent snapshot."""
+        snapshot = self.db.snapshot()
+        try:
+            return [(self.keys[k], snapshot.get(self.keys[k])) for k in positions]
+        finally:
+            snapshot.close()
+
+    def cycle(self, start: int = 0):
+        """Yield (key, value) from record `start` on, wrapping to the first record at the end."""
+        k = start % len(self)
+        while True:
+            yield self.read(k)
+            k = (k + 1) % len(self)
+
+    def close(self) -> None:
+        if self._ident is not None:
+            with _SHARED_LOCK:
+                entry = _SHARED_LEVELDB.get(self._ident)
+                if entry is not None:
+                    entry[1] -= 1
+                    if entry[1] == 0:
+                        entry[0].close()
+                        del _SHARED_LEVELDB[self._ident]
+            self._ident = None
+
+    def __del__(self):
+        if getattr(self, "_ident", None) is not None:
+            self.close()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+
+def _backend_value(backend, where: str) -> int:
     if isinstance(backend, str):
         try:
-            backend = caffe_pb2.DataParameter.DB.Value(backend.upper())
+            return caffe_pb2.DataParameter.DB.Value(backend.upper())
         except ValueError:
-            raise MinicaffeError(f"{where}unknown backend {backend!r}; use LMDB") from None
-    if backend != caffe_pb2.DataParameter.LMDB:
-        hint = (" It looks like an LMDB already: set `backend: LMDB` in data_param "
-                "(Caffe's default backend is LEVELDB)." if is_lmdb(source) else "")
-        raise MinicaffeError(
-            f"{where}backend LEVELDB is not supported by minicaffe; convert {str(source)!r} to "
-            f"LMDB (e.g. Caffe's tools with --backend=lmdb, or "
-            f"minicaffe.io.mnist.convert_mnist_data) and set `backend: LMDB`.{hint}")
+            raise MinicaffeError(f"{where}unknown backend {backend!r}; use LMDB or "
+                                 f"LEVELDB") from None
+    return backend
+
+
+def open_writer(path, backend="lmdb", commit_every: int = 1000, overwrite: bool = False):
+    """A new database for writing: an `LMDBWriter` or a `LevelDBWriter` by `backend`
+    (a DataParameter.DB value or its name, "lmdb" / "leveldb", as Caffe's --backend)."""
+    if _backend_value(backend, "") == caffe_pb2.DataParameter.LEVELDB:
+        return LevelDBWriter(path, commit_every=commit_every, overwrite=overwrite)
+    return LMDBWriter(path, commit_every=commit_every, overwrite=overwrite)
+
+
+def open_db(source, backend, owner: str = ""):
+    """Open a Data layer's source; `backend` is a DataParameter.DB value or its name.
+
+    Returns an `LMDBReader` or a `LevelDBReader` (the same interface)."""
+    where = f"{owner}: " if owner else ""
+    if _backend_value(backend, where) == caffe_pb2.DataParameter.LEVELDB:
+        return LevelDBReader(source, owner=owner)
     return LMDBReader(source, owner=owner)

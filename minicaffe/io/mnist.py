@@ -20,7 +20,7 @@ import urllib.request
 from pathlib import Path
 
 from minicaffe.common import MinicaffeError
-from minicaffe.io.db import LMDBWriter
+from minicaffe.io.db import open_writer
 from minicaffe.io.idx import read_images, read_labels
 from minicaffe.log import progress as log_progress
 from minicaffe.proto import caffe_pb2
@@ -45,27 +45,29 @@ COMMIT_EVERY = 1000
 def convert_mnist_data(images_path, labels_path, db_path, backend: str = "lmdb", *,
                        overwrite: bool = False, limit: int | None = None,
                        progress: bool = True) -> int:
-    """Convert an MNIST image/label IDX pair to an LMDB of Datums; return the record count.
+    """Convert an MNIST image/label IDX pair to an LMDB (or, with backend="leveldb", a
+    LevelDB) of Datums; return the record count.
 
     `limit` converts only the first `limit` digits. With `progress`, a run of 10,000
     digits or more shows a tqdm bar while stderr is a terminal (`minicaffe.log.progress`).
     """
-    if backend.lower() != "lmdb":
-        raise MinicaffeError(f"backend {backend!r} is not supported: minicaffe writes LMDB only "
-                             f"(use backend='lmdb' and `backend: LMDB` in data_param)")
+    if backend.lower() not in ("lmdb", "leveldb"):
+        raise MinicaffeError(f"backend {backend!r} is not supported: use 'lmdb' or 'leveldb' "
+                             f"(and the same `backend` in data_param)")
     images, labels = read_images(images_path), read_labels(labels_path)
     if len(images) != len(labels):
         raise MinicaffeError(f"{images_path} holds {len(images)} images but {labels_path} holds "
                              f"{len(labels)} labels; they must be a matching pair")
     count = len(images) if limit is None else min(int(limit), len(images))
     _, rows, cols = images.shape
-    log.info("Opening lmdb %s", db_path)
+    log.info("Opening %s %s", backend.lower(), db_path)
     log.info("A total of %d items. Rows: %d Cols: %d", count, rows, cols)
 
     bar = (log_progress(count, desc=f"converting {Path(images_path).name}", unit="digit")
            if progress and count >= 10000 else contextlib.nullcontext())
     datum = caffe_pb2.Datum(channels=1, height=rows, width=cols)
-    with LMDBWriter(db_path, commit_every=COMMIT_EVERY, overwrite=overwrite) as db, bar as bar:
+    with open_writer(db_path, backend, commit_every=COMMIT_EVERY,
+                     overwrite=overwrite) as db, bar as bar:
         for item_id in range(count):
             datum.data = images[item_id].tobytes()
             datum.label = int(labels[item_id])

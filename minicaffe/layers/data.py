@@ -1,4 +1,4 @@
-r"""Data: batches of Datums from an LMDB, read ahead by a background thread.
+r"""Data: batches of Datums from an LMDB or a LevelDB, read ahead by a background thread.
 
 Caffe's `data_layer.cpp` with `base_data_layer.cpp` (BasePrefetchingDataLayer).
 
@@ -42,6 +42,8 @@ class DataLayer(Layer):
     `batch_size`, $n$ records in the database and $r$ the `rand_skip` offset (uniform in
     $[0, \text{rand\_skip})$, drawn once at setup; 0 by default). Reading wraps to the
     first record at the end, as Caffe does ("Restarting data prefetching from start.").
+    The source is an LMDB or, with `backend: LEVELDB` (Caffe's default), a LevelDB;
+    both are read in key order (`minicaffe.io.db`).
     Each record is a serialized `Datum`, transformed by `transform_param` (crop,
     mirror, mean, scale; see `minicaffe.data_transformer`).
 

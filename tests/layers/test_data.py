@@ -69,6 +69,26 @@ def test_batches_are_the_idx_digits_scaled(mode, mnist_db):
     layer.stop_prefetch()
 
 
+def test_leveldb_source_gives_the_same_batches(mode, mnist_db, tmp_path):
+    # The same 50 digits written as a LevelDB, read with data_param's default backend
+    # (LEVELDB), wrapping at the end like the LMDB.
+    path = tmp_path / "mnist_test_leveldb"
+    convert_mnist_data(MNIST / "t10k-images-idx3-ubyte.gz", MNIST / "t10k-labels-idx1-ubyte.gz",
+                       path, backend="leveldb", limit=N)
+    param = layer_param("Data", name="mnist", data_param={"source": str(path), "batch_size": 16},
+                        transform_param={"scale": 0.00390625})
+    assert param.data_param.backend == caffe_pb2.DataParameter.LEVELDB
+    layer = create_layer(param)
+    top = [Blob(), Blob()]
+    layer.setup([], top)
+    for k in range(4):  # batch 3 = records 48, 49, 0, ..., 13
+        data, labels = forward(layer, top)
+        want_data, want_labels = expected(mnist_db, k)
+        np.testing.assert_array_equal(data, want_data)
+        np.testing.assert_array_equal(labels, want_labels)
+    layer.stop_prefetch()
+
+
 class ListHandler(logging.Handler):
     def __init__(self):
         super().__init__(logging.DEBUG)
@@ -251,7 +271,7 @@ def test_setup_errors(mode, mnist_db, tmp_path):
                                              r"does not exist"):
         data_layer(str(tmp_path / "missing_lmdb"))
     param = layer_param("Data", name="mnist", data_param={"source": mnist_db[0], "batch_size": 4})
-    with pytest.raises(MinicaffeError, match="Data layer 'mnist': backend LEVELDB is not supported.*"
+    with pytest.raises(MinicaffeError, match="Data layer 'mnist': data source .* is not a LevelDB.*"
                                              "set `backend: LMDB`"):
         create_layer(param).setup([], [Blob(), Blob()])
     with pytest.raises(MinicaffeError, match="batch_size must be positive"):
