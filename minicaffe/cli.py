@@ -264,7 +264,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("images", help="the images file, e.g. train-images-idx3-ubyte(.gz)")
     p.add_argument("labels", help="the labels file, e.g. train-labels-idx1-ubyte(.gz)")
     p.add_argument("db", help="the LMDB folder to create")
-    _flag(p, "backend", default="lmdb", help="the db backend (only lmdb)")
+    _flag(p, "backend", default="lmdb", help="the db backend (lmdb or leveldb)")
     p.set_defaults(func=convert_mnist_data)
 
     p = verbs.add_parser("data", help="download a data set")
