@@ -35,6 +35,7 @@ from minicaffe.layers import (  # noqa: F401  (imported for their @register_laye
     input,
     log,
     lrn,
+    lstm_unit,
     multinomial_logistic_loss,
     mvn,
     parameter,
