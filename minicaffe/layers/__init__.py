@@ -41,6 +41,7 @@ from minicaffe.layers import (  # noqa: F401  (imported for their @register_laye
     pooling,
     power,
     prelu,
+    python,
     reduction,
     relu,
     reshape,
