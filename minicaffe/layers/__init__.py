@@ -44,6 +44,7 @@ from minicaffe.layers import (  # noqa: F401  (imported for their @register_laye
     pooling,
     power,
     prelu,
+    python,
     reduction,
     relu,
     reshape,
