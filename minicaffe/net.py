@@ -33,6 +33,7 @@ from minicaffe.common import MinicaffeError
 from minicaffe.layer import Layer, create_layer
 from minicaffe.proto import caffe_pb2
 from minicaffe import protoio
+from minicaffe.io import hdf5
 
 log = logging.getLogger("minicaffe.net")
 
@@ -773,6 +774,9 @@ class Net:
         """
         if isinstance(weights, caffe_pb2.NetParameter):
             source, where = weights, "the given NetParameter"
+        elif hdf5.is_hdf5(weights):  # a .caffemodel.h5, by its suffix as in Caffe
+            hdf5.copy_trained_layers(self, weights)
+            return
         else:
             where = str(weights)
             source = protoio.read_binary(weights, caffe_pb2.NetParameter())
@@ -834,6 +838,10 @@ class Net:
     def save(self, path) -> None:
         """Write the weights as a binary .caffemodel (atomically)."""
         protoio.write_binary(path, self.to_proto())
+
+    def save_hdf5(self, path, write_diff: bool = False) -> None:
+        """Write the weights (and diffs if asked) as a .caffemodel.h5 in Caffe's layout."""
+        hdf5.save_net(self, path, write_diff)
 
     def __repr__(self) -> str:
         return f"<Net {self.name!r} phase={caffe_pb2.Phase.Name(self.phase)} layers={len(self.layers)}>"

@@ -43,6 +43,7 @@ from minicaffe import common, protoio
 from minicaffe import log as glog
 from minicaffe.common import MinicaffeError
 from minicaffe.engine import select_mode
+from minicaffe.io import hdf5
 from minicaffe.net import Net
 from minicaffe.proto import caffe_pb2
 from minicaffe.signals import SignalHandler, SolverAction
@@ -206,9 +207,6 @@ class Solver:
         if p.regularization_type not in ("L1", "L2"):
             raise MinicaffeError(f"{src}: unknown regularization_type {p.regularization_type!r}; "
                                  "use L2 or L1")
-        if p.snapshot_format != SolverParameter.BINARYPROTO:
-            raise MinicaffeError(f"{src}: snapshot_format HDF5 is not supported by minicaffe; "
-                                 "use BINARYPROTO (the default)")
 
     def check_snapshot_write_permissions(self) -> None:
         """Fail now, not after hours of training, if snapshots cannot be written.
@@ -497,18 +495,46 @@ class Solver:
         return f"{self.param.snapshot_prefix}_iter_{self.iter if it is None else it}{extension}"
 
     def snapshot(self) -> None:
-        """Write `<prefix>_iter_N.caffemodel` and `<prefix>_iter_N.solverstate`, each atomically."""
-        model_filename = self.snapshot_filename(".caffemodel")
-        logger.info("Snapshotting to binary proto file %s", model_filename)
-        protoio.write_binary(model_filename, self.net.to_proto(write_diff=self.param.snapshot_diff))
+        """Write `<prefix>_iter_N.caffemodel` and `<prefix>_iter_N.solverstate`, each atomically.
+
+        With `snapshot_format: HDF5` the files are `.caffemodel.h5` and `.solverstate.h5`
+        in Caffe's HDF5 layout (see `minicaffe.io.hdf5`).
+        """
+        if self.param.snapshot_format == SolverParameter.HDF5:
+            model_filename = self.snapshot_filename(".caffemodel.h5")
+            logger.info("Snapshotting to HDF5 file %s", model_filename)
+            self.net.save_hdf5(model_filename, write_diff=self.param.snapshot_diff)
+        else:
+            model_filename = self.snapshot_filename(".caffemodel")
+            logger.info("Snapshotting to binary proto file %s", model_filename)
+            protoio.write_binary(model_filename, self.net.to_proto(write_diff=self.param.snapshot_diff))
         self.snapshot_solver_state(model_filename)
+
+    def write_solver_state(self, state: caffe_pb2.SolverState, history) -> None:
+        """Write `state` (iter, learned_net, current_step) and the `history` blobs in the
+        solver's snapshot_format; the solvers call this from snapshot_solver_state."""
+        if self.param.snapshot_format == SolverParameter.HDF5:
+            filename = self.snapshot_filename(".solverstate.h5")
+            logger.info("Snapshotting solver state to HDF5 file %s", filename)
+            hdf5.save_solver_state(filename, state, history)
+            return
+        del state.history[:]
+        for blob in history:
+            blob.to_proto(state.history.add())
+        filename = self.snapshot_filename(".solverstate")
+        logger.info("Snapshotting solver state to binary proto file %s", filename)
+        protoio.write_binary(filename, state)
 
     def snapshot_solver_state(self, model_filename: str) -> None:
         raise NotImplementedError(f"{type(self).__name__} must implement snapshot_solver_state")
 
     def restore(self, state_file) -> None:
-        """Continue from a .solverstate: iteration, step, history and the weights it names."""
-        state = protoio.read_binary(state_file, caffe_pb2.SolverState())
+        """Continue from a .solverstate (or, by its `.h5` suffix as in Caffe, a
+        .solverstate.h5): iteration, step, history and the weights it names."""
+        if hdf5.is_hdf5(state_file):
+            state = hdf5.load_solver_state(state_file)
+        else:
+            state = protoio.read_binary(state_file, caffe_pb2.SolverState())
         self.iter = state.iter
         if state.HasField("learned_net"):
             learned = Path(state.learned_net)

@@ -14,7 +14,7 @@ CAFFE_TYPES = """
     Threshold Tile WindowData""".split()
 OPENCV_ONLY = {"ImageData", "WindowData"}
 # Recurrent nets, data sources and Python layers: the next step of the catalogue.
-NOT_YET = {"HDF5Data", "HDF5Output", "RNN", "LSTM"}
+NOT_YET = {"RNN", "LSTM"}
 
 
 def test_the_catalogue_is_caffes_cpu_build_less_the_recurrent_data_and_python_layers():

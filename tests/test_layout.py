@@ -20,7 +20,7 @@ SHARED_KERNELS = {"common", "math", "gemm", "im2col"}
 # user's code on the host (Python). Silence's backward only zeroes diffs, with the shared
 # opencl.fill.
 NO_ARITHMETIC = {"Flatten", "Reshape", "Input", "Data", "Parameter", "Silence", "SPP", "Python",
-                 "DummyData", "MemoryData"}
+                 "DummyData", "MemoryData", "HDF5Data", "HDF5Output"}
 # Layers whose device arithmetic is all in the kernels of a base class shared with another
 # layer: Deconvolution runs base_conv.py's helpers, whose twin is convolution.cl.
 SHARED_TWIN = {"Deconvolution": "convolution"}

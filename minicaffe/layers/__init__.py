@@ -29,6 +29,8 @@ from minicaffe.layers import (  # noqa: F401  (imported for their @register_laye
     exp,
     filter,
     flatten,
+    hdf5_data,
+    hdf5_output,
     hinge_loss,
     im2col,
     infogain_loss,

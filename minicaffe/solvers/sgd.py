@@ -27,7 +27,7 @@ import logging
 
 import numpy as np
 
-from minicaffe import common, opencl, protoio
+from minicaffe import common, opencl
 from minicaffe.blob import Blob
 from minicaffe.common import MinicaffeError
 from minicaffe.proto import caffe_pb2
@@ -135,11 +135,7 @@ class SGDSolver(Solver):
     def snapshot_solver_state(self, model_filename: str) -> None:
         state = caffe_pb2.SolverState(iter=self.iter, learned_net=model_filename,
                                       current_step=self.current_step)
-        for blob in self.history:
-            blob.to_proto(state.history.add())
-        filename = self.snapshot_filename(".solverstate")
-        logger.info("Snapshotting solver state to binary proto file %s", filename)
-        protoio.write_binary(filename, state)
+        self.write_solver_state(state, self.history)
 
     def restore_solver_state(self, state, state_file: str) -> None:
         if len(state.history) != len(self.history):
