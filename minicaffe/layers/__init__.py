@@ -32,6 +32,7 @@ from minicaffe.layers import (  # noqa: F401  (imported for their @register_laye
     im2col,
     infogain_loss,
     inner_product,
+    image_data,
     input,
     log,
     lrn,
@@ -57,4 +58,5 @@ from minicaffe.layers import (  # noqa: F401  (imported for their @register_laye
     tanh,
     threshold,
     tile,
+    window_data,
 )
