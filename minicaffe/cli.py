@@ -5,6 +5,9 @@
     minicaffe time  --model lenet_train_test.prototxt [--iterations 50] [--gpu 0] [--phase TRAIN]
     minicaffe device_query [--gpu 0]
     minicaffe convert_mnist_data IMAGES LABELS DB [--backend lmdb]
+    minicaffe convert_imageset [--gray] [--shuffle] [--resize_height H --resize_width W] ROOT/ LIST DB
+    minicaffe compute_image_mean DB [MEAN.binaryproto]
+    minicaffe extract_features W.caffemodel MODEL BLOB[,BLOB] DB[,DB] NUM_BATCHES lmdb [CPU|GPU] [ID]
     minicaffe data mnist [--dest data/mnist]
 
 Flags take Caffe's single dash too (`-solver x`, `-gpu=0`), so Caffe's shell scripts
@@ -272,8 +275,8 @@ def build_parser() -> argparse.ArgumentParser:
     _flag(p, "dest", default="data/mnist", help="the folder to download into (default: data/mnist)")
     p.set_defaults(func=data)
 
-    from minicaffe.tools import draw, plot, summary
-    for tool in (draw, plot, summary):
+    from minicaffe.tools import compute_image_mean, convert_imageset, draw, extract_features, plot, summary
+    for tool in (draw, plot, summary, convert_imageset, compute_image_mean, extract_features):
         tool.register(verbs)
     return parser
 

@@ -33,6 +33,7 @@ from minicaffe.layers import (  # noqa: F401  (imported for their @register_laye
     hdf5_output,
     hinge_loss,
     im2col,
+    image_data,
     infogain_loss,
     inner_product,
     input,
@@ -63,4 +64,5 @@ from minicaffe.layers import (  # noqa: F401  (imported for their @register_laye
     tanh,
     threshold,
     tile,
+    window_data,
 )
