@@ -16,9 +16,10 @@ KERNELS = ROOT / "opencl"
 SHARED_KERNELS = {"common", "math", "gemm", "im2col"}
 # Layers whose GPU body is their CPU body: they only share memory or do no arithmetic
 # (Flatten, Reshape, Input, Parameter, Silence), fill the host side that the next layer
-# copies in (Data), or only run inner layers, which pick their own engine (SPP). Silence's
+# copies in (Data), or only run inner layers, which pick their own engine (SPP, and RNN and
+# LSTM, whose unrolled nets are made of other layers). Silence's
 # backward only zeroes diffs, with the shared opencl.fill.
-NO_ARITHMETIC = {"Flatten", "Reshape", "Input", "Data", "Parameter", "Silence", "SPP"}
+NO_ARITHMETIC = {"Flatten", "Reshape", "Input", "Data", "Parameter", "Silence", "SPP", "RNN", "LSTM"}
 # Layers whose device arithmetic is all in the kernels of a base class shared with another
 # layer: Deconvolution runs base_conv.py's helpers, whose twin is convolution.cl.
 SHARED_TWIN = {"Deconvolution": "convolution"}
