@@ -16,11 +16,11 @@ KERNELS = ROOT / "opencl"
 SHARED_KERNELS = {"common", "math", "gemm", "im2col"}
 # Layers whose GPU body is their CPU body: they only share memory or do no arithmetic
 # (Flatten, Reshape, Input, Parameter, Silence), fill the host side that the next layer
-# copies in (the data layers), only run inner layers, which pick their own engine (SPP), or
-# run the user's code on the host (Python). Silence's backward only zeroes diffs, with the
-# shared opencl.fill.
-NO_ARITHMETIC = {"Flatten", "Reshape", "Input", "Parameter", "Silence", "SPP", "Python", "Data",
-                 "DummyData", "MemoryData", "HDF5Data", "HDF5Output", "ImageData", "WindowData"}
+# copies in (the data layers), only run inner layers, which pick their own engine (SPP, RNN,
+# LSTM), or run the user's code on the host (Python). Silence's backward only zeroes diffs,
+# with the shared opencl.fill.
+NO_ARITHMETIC = {"Flatten", "Reshape", "Input", "Parameter", "Silence", "SPP", "RNN", "LSTM", "Python",
+                 "Data", "DummyData", "MemoryData", "HDF5Data", "HDF5Output", "ImageData", "WindowData"}
 # Layers whose device arithmetic is all in the kernels of a base class shared with another
 # layer: Deconvolution runs base_conv.py's helpers, whose twin is convolution.cl.
 SHARED_TWIN = {"Deconvolution": "convolution"}
