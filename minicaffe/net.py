@@ -341,14 +341,15 @@ class Net:
                 raise MinicaffeError(
                     f"layer {name!r}: propagate_down has {len(layer_param.propagate_down)} "
                     f"value(s) but the layer has {len(layer_param.bottom)} bottom(s)")
-            if name in self.layer_dict:
-                raise MinicaffeError(f"two layers are named {name!r}; layer names must be unique")
             check_engine(layer_param)
             layer = create_layer(layer_param)
             if common.mode() == common.GPU and not layer.has_gpu():
                 raise MinicaffeError(f"{layer.type} layer {layer.name!r} has no OpenCL kernel yet; "
                                      "run this net on the numpy engine (CPU mode)")
-            self.layer_dict[name] = layer
+            # Caffe lets two layers share a name (examples/mnist/mnist_autoencoder.prototxt
+            # has two named "loss"); a lookup by name finds the first, as Caffe's
+            # CopyTrainedLayersFrom and ShareTrainedLayersWith do.
+            self.layer_dict.setdefault(name, layer)
 
             # insert_splits has checked that each bottom names a blob an earlier layer
             # made, and given a blob with several readers a Split: each is read once.

@@ -169,14 +169,33 @@ def test_loss_weight_scales_loss_and_gradient():
 @pytest.mark.parametrize("text, message", [
     ('layer { name: "r" type: "ReLU" bottom: "nope" top: "r" }', "unknown bottom blob 'nope'"),
     ('layer { name: "c" type: "Convolutoin" top: "c" }', "unknown layer type 'Convolutoin'.*Did you mean 'Convolution'"),
-    ('layer { name: "in" type: "Input" top: "x" input_param { shape { dim: 2 } } }'
-     'layer { name: "in" type: "ReLU" bottom: "x" top: "y" }', "two layers are named 'in'"),
     ('layer { name: "in" type: "Input" top: "x" top: "y" input_param { shape { dim: 2 dim: 3 } shape { dim: 5 dim: 3 } } }'
      'layer { name: "loss" type: "EuclideanLoss" bottom: "x" bottom: "y" top: "l" }', "layer 'loss'"),
 ])
 def test_construction_errors(text, message):
     with pytest.raises(MinicaffeError, match=message):
         make_net(text)
+
+
+def test_two_layers_may_share_a_name():
+    """Caffe accepts repeated layer names (its mnist_autoencoder example has two layers named
+    "loss"); both layers run, and a lookup by name finds the first, as Caffe's
+    CopyTrainedLayersFrom does."""
+    net = make_net('layer { name: "in" type: "Input" top: "x" input_param { shape { dim: 2 dim: 3 } } }'
+                   'layer { name: "ip" type: "InnerProduct" bottom: "x" top: "a" inner_product_param { num_output: 2 } }'
+                   'layer { name: "act" type: "ReLU" bottom: "a" top: "r" }'
+                   'layer { name: "act" type: "Sigmoid" bottom: "a" top: "s" }')
+    assert [n for n in net.layer_names if n == "act"] == ["act", "act"]
+    assert net.layer_dict["act"].type == "ReLU"
+    net.blobs["x"].data[...] = np.arange(6).reshape(2, 3) - 2.5
+    out = net.forward()
+    a = net.blobs["a"].data
+    np.testing.assert_allclose(out["r"], np.maximum(a, 0))
+    np.testing.assert_allclose(out["s"], 1 / (1 + np.exp(-a)), rtol=1e-6)
+    weights = net.to_proto()
+    weights.layer[1].blobs[0].data[:] = np.arange(6, dtype=np.float32)
+    net.copy_trained_layers_from(weights)
+    np.testing.assert_array_equal(net.params["ip"][0].data.ravel(), np.arange(6))
 
 
 @pytest.mark.parametrize("engine, ok", [("DEFAULT", True), ("CAFFE", True), ("CUDNN", False)])

@@ -6,6 +6,9 @@
 "00000000", "00000001", ..., committed every 1,000 records. A Caffe build can read
 our LMDB and we can read Caffe's.
 
+`convert_mnist_siamese_data(images, labels, db)` writes the pair database of Caffe's
+siamese example (two digits per 2-channel Datum, label 1 when they match).
+
 `download_mnist(dest)` fetches the four canonical files from public mirrors, verifies
 their md5 and renames each into place only once it is verified.
 """
@@ -18,6 +21,8 @@ import os
 import tempfile
 import urllib.request
 from pathlib import Path
+
+import numpy as np
 
 from minicaffe.common import MinicaffeError
 from minicaffe.io.db import open_writer
@@ -75,6 +80,36 @@ def convert_mnist_data(images_path, labels_path, db_path, backend: str = "lmdb",
             if bar is not None:
                 bar.update(1)
     log.info("Processed %d files.", count)
+    return count
+
+
+def convert_mnist_siamese_data(images_path, labels_path, db_path, *, seed: int = 0,
+                               overwrite: bool = False, limit: int | None = None) -> int:
+    """Write the pair database of Caffe's siamese example; return the record count.
+
+    As `examples/siamese/convert_mnist_siamese_data.cpp` does: record k holds two digits
+    drawn uniformly at random (with replacement) from the file, stacked as the two
+    channels of one Datum (channels 2, height 28, width 28), with label 1 when the two
+    digits are the same and 0 otherwise; keys are "%08d"; there are as many pairs as
+    digits (or `limit`). Caffe writes a LevelDB with its own generator; this writes the
+    same records to an LMDB with numpy's generator seeded by `seed`, so the pairs differ
+    from Caffe's draw but follow the same law (about one pair in ten is similar).
+    """
+    images, labels = read_images(images_path), read_labels(labels_path)
+    if len(images) != len(labels):
+        raise MinicaffeError(f"{images_path} holds {len(images)} images but {labels_path} holds "
+                             f"{len(labels)} labels; they must be a matching pair")
+    count = len(images) if limit is None else min(int(limit), len(images))
+    _, rows, cols = images.shape
+    rng = np.random.default_rng(seed)
+    first, second = rng.integers(0, len(images), (2, count))
+    datum = caffe_pb2.Datum(channels=2, height=rows, width=cols)
+    with LMDBWriter(db_path, commit_every=COMMIT_EVERY, overwrite=overwrite) as db:
+        for item_id, (i, j) in enumerate(zip(first, second)):
+            datum.data = images[i].tobytes() + images[j].tobytes()
+            datum.label = int(labels[i] == labels[j])
+            db.put(f"{item_id:08d}", datum.SerializeToString())
+    log.info("Wrote %d pairs of %dx%d digits to %s", count, rows, cols, db_path)
     return count
 
 
