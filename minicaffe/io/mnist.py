@@ -104,7 +104,7 @@ def convert_mnist_siamese_data(images_path, labels_path, db_path, *, seed: int =
     rng = np.random.default_rng(seed)
     first, second = rng.integers(0, len(images), (2, count))
     datum = caffe_pb2.Datum(channels=2, height=rows, width=cols)
-    with LMDBWriter(db_path, commit_every=COMMIT_EVERY, overwrite=overwrite) as db:
+    with open_writer(db_path, "lmdb", commit_every=COMMIT_EVERY, overwrite=overwrite) as db:
         for item_id, (i, j) in enumerate(zip(first, second)):
             datum.data = images[i].tobytes() + images[j].tobytes()
             datum.label = int(labels[i] == labels[j])
