@@ -183,7 +183,7 @@ def test_autoencoder_example_learns_to_reconstruct(digit_dbs, tmp_path):
                        str(digit_dbs["examples/mnist/mnist_test_lmdb"])]
     before = held_out_scores(solver)
 
-    losses = train(solver, 100, "cross_entropy_loss")
+    losses = train(solver, 200, "cross_entropy_loss")
     assert np.isfinite(losses).all()
     assert losses[-20:].mean() < 0.8 * losses[:20].mean()
     after = held_out_scores(solver)
