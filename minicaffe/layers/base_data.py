@@ -6,8 +6,7 @@ top, e.g. (images, labels)), and calls `set_batch_index(0)` at the end of its se
 A daemon thread then prepares up to `prefetch` batches ahead (0: load in forward); an
 error in the thread is raised by the next forward, naming the layer and the batch.
 Batches are addressed by index, so a resumed solver asks for batch k directly.
-
-(`data.py`'s Data layer carries the same machinery inline; it predates this module.)
+The Data, ImageData and WindowData layers read ahead through it.
 """
 from __future__ import annotations
 

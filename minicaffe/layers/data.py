@@ -8,9 +8,6 @@ copy it to the device when a kernel first reads it), so forward_gpu is forward_c
 from __future__ import annotations
 
 import logging
-import queue
-import threading
-import weakref
 
 import numpy as np
 
@@ -18,7 +15,8 @@ from minicaffe import common
 from minicaffe.common import MinicaffeError
 from minicaffe.data_transformer import DataTransformer
 from minicaffe.io.db import open_db
-from minicaffe.layer import Layer, register_layer
+from minicaffe.layer import register_layer
+from minicaffe.layers.base_data import PrefetchingDataLayer
 from minicaffe.proto import caffe_pb2
 
 log = logging.getLogger(__name__)
@@ -27,15 +25,8 @@ log = logging.getLogger(__name__)
 DEPRECATED_TRANSFORM_FIELDS = ("scale", "mean_file", "crop_size", "mirror")
 
 
-class _Failure:
-    """What the prefetch thread puts in the queue instead of a batch when it fails."""
-
-    def __init__(self, batch_index: int, error: BaseException):
-        self.batch_index, self.error = batch_index, error
-
-
 @register_layer
-class DataLayer(Layer):
+class DataLayer(PrefetchingDataLayer):
     r"""Reads `batch_size` records per forward from `data_param.source`, in key order.
 
     Batch $k$ holds records $(r + kB + i) \bmod n$, $i = 0 \dots B-1$, for $B$ =
@@ -66,15 +57,13 @@ class DataLayer(Layer):
     """
 
     type = "Data"
-    exact_num_bottom_blobs = 0
     min_top_blobs = 1
     max_top_blobs = 2
-    _thread = None  # the prefetch thread, once set_batch_index starts one (so a layer whose
-    # setup failed can still be stopped)
 
     def layer_setup(self, bottom, top):
         p = self.layer_param.data_param
         self.owner = f"{self.type} layer {self.name!r}"
+        self.source = p.source
         if p.batch_size <= 0:
             raise MinicaffeError(f"{self.owner}: data_param.batch_size must be positive, "
                                  f"got {p.batch_size}")
@@ -100,28 +89,6 @@ class DataLayer(Layer):
         top[0].reshape(self.top_shape)
         if self.output_labels:
             top[1].reshape(self.batch_size)
-
-    def forward_cpu(self, bottom, top):
-        batch = self._next_batch()
-        if isinstance(batch, _Failure):
-            self._failure = batch  # the thread has stopped; later forwards fail the same way
-            raise MinicaffeError(f"{self.owner}: reading batch {batch.batch_index} from "
-                                 f"{self.layer_param.data_param.source!r} failed: "
-                                 f"{batch.error}") from batch.error
-        data, labels = batch
-        top[0].mutable_cpu_data()[...] = data
-        if self.output_labels:
-            top[1].mutable_cpu_data()[...] = labels
-
-    def backward_cpu(self, top, propagate_down, bottom):
-        """Data layers have no bottoms, so there is nothing to propagate."""
-
-    # Caffe's Forward_gpu only copies the prefetched batch to the device; writing the
-    # host copy does the same here, since the tops sync to the device when a kernel reads.
-    forward_gpu, backward_gpu = forward_cpu, backward_cpu
-
-    def allow_force_backward(self, bottom_index):
-        return False
 
     # ---- reading
     def positions(self, batch_index: int) -> np.ndarray:
@@ -155,70 +122,3 @@ class DataLayer(Layer):
                                  f"the first record is {'x'.join(map(str, expected))}; every "
                                  f"record of a Data layer source must have the same shape")
         return array, datum.label
-
-    def _load_or_fail(self, batch_index: int):
-        try:
-            return self.load_batch(batch_index)
-        except Exception as err:  # handed to forward, which raises it with context
-            return _Failure(batch_index, err)
-
-    def _next_batch(self):
-        if self._failure is not None:
-            return self._failure
-        index = self._next_index
-        self._next_index += 1
-        if not self.prefetch:
-            return self._load_or_fail(index)
-        while True:
-            try:
-                return self._queue.get(timeout=1.0)
-            except queue.Empty:
-                if not self._thread.is_alive():  # only if the interpreter is shutting down
-                    return _Failure(index, RuntimeError("the prefetch thread has stopped"))
-
-    # ---- the prefetch thread
-    def set_batch_index(self, batch_index: int) -> None:
-        """Make the next forward return batch `batch_index`; restarts the prefetcher."""
-        self.stop_prefetch()
-        self._next_index = int(batch_index)
-        self._failure = None
-        if not self.prefetch:
-            return
-        self._queue = queue.Queue(maxsize=self.prefetch)
-        self._stop = threading.Event()
-        # The thread holds only a weak reference, so a dropped layer is collected and
-        # its __del__ stops the thread instead of the thread keeping the layer alive.
-        self._thread = threading.Thread(
-            target=_prefetch_loop, name=f"prefetch {self.name}", daemon=True,
-            args=(weakref.ref(self), self._next_index, self._queue, self._stop))
-        self._thread.start()
-
-    def stop_prefetch(self) -> None:
-        """Stop the prefetch thread and drop the batches it read ahead."""
-        if self._thread is not None:
-            self._stop.set()
-            self._thread.join()
-            self._thread = None
-
-    def __del__(self):
-        if self._thread is not None:
-            self._stop.set()
-
-
-def _prefetch_loop(layer_ref, batch_index: int, out: queue.Queue, stop: threading.Event) -> None:
-    """Load batch after batch into `out` until `stop` is set or the layer is gone."""
-    while not stop.is_set():
-        layer = layer_ref()
-        if layer is None:
-            return
-        batch = layer._load_or_fail(batch_index)
-        del layer
-        while not stop.is_set():
-            try:
-                out.put(batch, timeout=0.05)  # wake up now and then to notice `stop`
-                break
-            except queue.Full:
-                continue
-        if isinstance(batch, _Failure):
-            return
-        batch_index += 1
