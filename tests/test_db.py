@@ -48,7 +48,7 @@ def test_chunked_commits_are_visible_before_close(mode, tmp_path):
     for k in range(10):
         writer.put(f"{k:08d}", b"x")
     # 8 records are committed in two chunks of 4; 2 wait for close().
-    assert writer.env.stat()["entries"] == 8
+    assert writer.db.stat()["entries"] == 8
     writer.close()
     assert len(LMDBReader(tmp_path / "db")) == 10
 

@@ -42,28 +42,30 @@ _SHARED: dict[tuple, list] = {}  # (st_dev, st_ino) of data.mdb -> [environment,
 _SHARED_LOCK = threading.Lock()
 
 
-def _acquire_env(path: Path):
-    st = os.stat(path / "data.mdb")
-    ident = (st.st_dev, st.st_ino)
+def _acquire(shared: dict, ident: tuple, open_handle):
+    """One more user of the handle `shared` keeps for `ident`, opened on first use."""
     with _SHARED_LOCK:
-        entry = _SHARED.get(ident)
+        entry = shared.get(ident)
         if entry is None:
-            # lock=False, as Caffe's MDB_RDONLY readers: nothing writes a source while we
-            # train, and a read-only folder (a shared data set) still opens.
-            env = lmdb.open(str(path), readonly=True, lock=False, subdir=True)
-            entry = _SHARED[ident] = [env, 0]
+            entry = shared[ident] = [open_handle(), 0]
         entry[1] += 1
-        return ident, entry[0]
+        return entry[0]
 
 
-def _release_env(ident) -> None:
+def _release(shared: dict, ident: tuple) -> None:
+    """One user fewer; the last one closes the handle."""
     with _SHARED_LOCK:
-        entry = _SHARED.get(ident)
+        entry = shared.get(ident)
         if entry is not None:
             entry[1] -= 1
             if entry[1] == 0:
                 entry[0].close()
-                del _SHARED[ident]
+                del shared[ident]
+
+
+def _file_id(path: Path) -> tuple:
+    st = os.stat(path)
+    return (st.st_dev, st.st_ino)
 
 
 def _key_bytes(key) -> bytes:
@@ -80,28 +82,32 @@ def is_leveldb(path) -> bool:
     return (Path(path) / "CURRENT").is_file()
 
 
-class LMDBWriter:
-    """Write key/value records to a new LMDB, committing every `commit_every` records.
+class _Writer:
+    """What both writers share: refuse an existing path unless `overwrite`, and then only
+    replace a directory of the same kind, so a typo cannot delete unrelated files; collect
+    records and write them `commit_every` at a time; on a failure inside `with`, remove
+    the half-written database."""
 
-    Refuses an existing path unless `overwrite`, and then only replaces a directory that
-    is an LMDB, so a typo cannot delete unrelated files.
-    """
+    kind = ""  # "an LMDB", "a LevelDB": for the messages
 
-    def __init__(self, path, commit_every: int = 1000, overwrite: bool = False):
+    @staticmethod
+    def is_kind(path) -> bool:
+        raise NotImplementedError
+
+    def __init__(self, path, commit_every: int, overwrite: bool):
         self.path = Path(path)
         if self.path.exists():
             if not overwrite:
                 raise MinicaffeError(f"{self.path}: already exists; refusing to overwrite it "
                                      f"(remove it first, or pass overwrite=True)")
-            if not (self.path.is_dir() and is_lmdb(self.path)):
-                raise MinicaffeError(f"{self.path}: exists and is not an LMDB directory; "
+            if not (self.path.is_dir() and self.is_kind(self.path)):
+                raise MinicaffeError(f"{self.path}: exists and is not {self.kind} directory; "
                                      f"refusing to replace it")
             shutil.rmtree(self.path)
-        self.path.mkdir(parents=True)
         self.commit_every = int(commit_every)
-        self.env = lmdb.open(str(self.path), map_size=INITIAL_MAP_SIZE, subdir=True)
         self._pending: list[tuple[bytes, bytes]] = []
         self.count = 0
+        self.db = None  # the open database, set by the subclass
 
     def put(self, key, value: bytes) -> None:
         self._pending.append((_key_bytes(key), bytes(value)))
@@ -110,154 +116,7 @@ class LMDBWriter:
             self.commit()
 
     def commit(self) -> None:
-        """Write the pending records in one transaction, doubling the map if it is full."""
-        while self._pending:
-            try:
-                with self.env.begin(write=True) as txn:
-                    for key, value in self._pending:
-                        txn.put(key, value)
-                self._pending.clear()
-            except lmdb.MapFullError:
-                self.env.set_mapsize(self.env.info()["map_size"] * 2)
-
-    def close(self) -> None:
-        if self.env is not None:
-            self.commit()
-            self.env.close()
-            self.env = None
-
-    def __enter__(self):
-        return self
-
-    def __exit__(self, exc_type, exc, tb):
-        if exc_type is None:
-            self.close()
-        else:  # leave no half-written database behind a failed conversion
-            self.env.close()
-            self.env = None
-            shutil.rmtree(self.path, ignore_errors=True)
-
-
-class LMDBReader:
-    """Read-only, positional access to an LMDB: record k is the k-th key in sorted order.
-
-    The keys are listed once at open (8 bytes each for Caffe's keys), which makes
-    `read(k)` one B-tree lookup and resuming at any batch free.
-    `owner` (e.g. "Data layer 'mnist'") prefixes error messages.
-    """
-
-    def __init__(self, path, owner: str = ""):
-        self.path = Path(path)
-        where = f"{owner}: " if owner else ""
-        if not self.path.exists():
-            raise MinicaffeError(f"{where}data source {str(self.path)!r} does not exist "
-                                 f"(convert your data to LMDB first, e.g. with "
-                                 f"minicaffe.io.mnist.convert_mnist_data)")
-        if not is_lmdb(self.path):
-            hint = (" It looks like a LevelDB: set `backend: LEVELDB` in data_param."
-                    if is_leveldb(self.path) else "")
-            raise MinicaffeError(f"{where}data source {str(self.path)!r} is not an LMDB "
-                                 f"directory (no data.mdb inside).{hint}")
-        self._ident = None
-        try:
-            self._ident, self.env = _acquire_env(self.path)
-            with self.env.begin() as txn:
-                self.keys: list[bytes] = list(txn.cursor().iternext(keys=True, values=False))
-        except lmdb.Error as err:
-            self.close()
-            raise MinicaffeError(f"{where}cannot read LMDB {str(self.path)!r}: {err}") from None
-        if not self.keys:
-            self.close()
-            raise MinicaffeError(f"{where}LMDB {str(self.path)!r} holds no records")
-
-    def __len__(self) -> int:
-        return len(self.keys)
-
-    def read(self, k: int) -> tuple[bytes, bytes]:
-        """(key, value) of record k, 0 <= k < len(self)."""
-        return self.read_many([k])[0]
-
-    def read_many(self, positions) -> list[tuple[bytes, bytes]]:
-        """(key, value) of each record position, in one read transaction."""
-        with self.env.begin(buffers=False) as txn:
-            return [(self.keys[k], txn.get(self.keys[k])) for k in positions]
-
-    def cycle(self, start: int = 0):
-        """Yield (key, value) from record `start` on, wrapping to the first record at the end."""
-        k = start % len(self)
-        while True:
-            yield self.read(k)
-            k = (k + 1) % len(self)
-
-    def close(self) -> None:
-        if self._ident is not None:
-            _release_env(self._ident)
-            self._ident = None
-
-    def __del__(self):
-        # A dropped reader (a Data layer's, say) gives its share of the environment back;
-        # otherwise every net built in a long process would keep a file and a map open.
-        if getattr(self, "_ident", None) is not None:
-            self.close()
-
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc):
-        self.close()
-
-
-# ---- LevelDB
-# LevelDB locks its directory: a second open in the same process fails. A train net and a
-# test net may read one source, so readers share one handle per directory, as for LMDB.
-_SHARED_LEVELDB: dict[tuple, list] = {}  # (st_dev, st_ino) of the directory -> [db, users]
-
-
-def _need_plyvel(where: str) -> None:
-    if plyvel is None:
-        raise MinicaffeError(f"{where}reading or writing LevelDB needs the plyvel package "
-                             f"(pip install plyvel), or convert the data to LMDB")
-
-
-class LevelDBWriter:
-    """Write key/value records to a new LevelDB, in write batches of `commit_every` records.
-
-    Caffe's converters create the database with error_if_exists, so an existing path is
-    refused unless `overwrite`, and then only a directory that is a LevelDB is replaced.
-    """
-
-    def __init__(self, path, commit_every: int = 1000, overwrite: bool = False):
-        _need_plyvel("")
-        self.path = Path(path)
-        if self.path.exists():
-            if not overwrite:
-                raise MinicaffeError(f"{self.path}: already exists; refusing to overwrite it "
-                                     f"(remove it first, or pass overwrite=True)")
-            if not (self.path.is_dir() and is_leveldb(self.path)):
-                raise MinicaffeError(f"{self.path}: exists and is not a LevelDB directory; "
-                                     f"refusing to replace it")
-            shutil.rmtree(self.path)
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        self.commit_every = int(commit_every)
-        # Caffe opens with a 256 MB write buffer; plyvel's default (4 MB) only changes
-        # how often LevelDB compacts, not what it stores.
-        self.db = plyvel.DB(str(self.path), create_if_missing=True, error_if_exists=True)
-        self._pending: list[tuple[bytes, bytes]] = []
-        self.count = 0
-
-    def put(self, key, value: bytes) -> None:
-        self._pending.append((_key_bytes(key), bytes(value)))
-        self.count += 1
-        if len(self._pending) >= self.commit_every:
-            self.commit()
-
-    def commit(self) -> None:
-        """Write the pending records in one atomic batch."""
-        if self._pending:
-            with self.db.write_batch() as batch:
-                for key, value in self._pending:
-                    batch.put(key, value)
-            self._pending.clear()
+        raise NotImplementedError
 
     def close(self) -> None:
         if self.db is not None:
@@ -277,12 +136,161 @@ class LevelDBWriter:
             shutil.rmtree(self.path, ignore_errors=True)
 
 
-class LevelDBReader:
+class LMDBWriter(_Writer):
+    """Write key/value records to a new LMDB, committing every `commit_every` records."""
+
+    kind = "an LMDB"
+    is_kind = staticmethod(is_lmdb)
+
+    def __init__(self, path, commit_every: int = 1000, overwrite: bool = False):
+        super().__init__(path, commit_every, overwrite)
+        self.path.mkdir(parents=True)
+        self.db = lmdb.open(str(self.path), map_size=INITIAL_MAP_SIZE, subdir=True)
+
+    def commit(self) -> None:
+        """Write the pending records in one transaction, doubling the map if it is full."""
+        while self._pending:
+            try:
+                with self.db.begin(write=True) as txn:
+                    for key, value in self._pending:
+                        txn.put(key, value)
+                self._pending.clear()
+            except lmdb.MapFullError:
+                self.db.set_mapsize(self.db.info()["map_size"] * 2)
+
+
+class _Reader:
+    """What both readers share: positional access over the keys listed at open, cyclic
+    iteration, and giving the shared handle back when closed or dropped."""
+
+    _shared: dict = {}  # the subclass's registry of shared handles
+    _ident = None
+
+    def __len__(self) -> int:
+        return len(self.keys)
+
+    def read(self, k: int) -> tuple[bytes, bytes]:
+        """(key, value) of record k, 0 <= k < len(self)."""
+        return self.read_many([k])[0]
+
+    def read_many(self, positions) -> list[tuple[bytes, bytes]]:
+        raise NotImplementedError
+
+    def cycle(self, start: int = 0):
+        """Yield (key, value) from record `start` on, wrapping to the first record at the end."""
+        k = start % len(self)
+        while True:
+            yield self.read(k)
+            k = (k + 1) % len(self)
+
+    def close(self) -> None:
+        if self._ident is not None:
+            _release(self._shared, self._ident)
+            self._ident = None
+
+    def __del__(self):
+        # A dropped reader (a Data layer's, say) gives its share of the handle back;
+        # otherwise every net built in a long process would keep a file and a map open.
+        if getattr(self, "_ident", None) is not None:
+            self.close()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+
+class LMDBReader(_Reader):
+    """Read-only, positional access to an LMDB: record k is the k-th key in sorted order.
+
+    The keys are listed once at open (8 bytes each for Caffe's keys), which makes
+    `read(k)` one B-tree lookup and resuming at any batch free.
+    `owner` (e.g. "Data layer 'mnist'") prefixes error messages.
+    """
+
+    _shared = _SHARED
+
+    def __init__(self, path, owner: str = ""):
+        self.path = Path(path)
+        where = f"{owner}: " if owner else ""
+        if not self.path.exists():
+            raise MinicaffeError(f"{where}data source {str(self.path)!r} does not exist "
+                                 f"(convert your data to LMDB first, e.g. with "
+                                 f"minicaffe.io.mnist.convert_mnist_data)")
+        if not is_lmdb(self.path):
+            hint = (" It looks like a LevelDB: set `backend: LEVELDB` in data_param."
+                    if is_leveldb(self.path) else "")
+            raise MinicaffeError(f"{where}data source {str(self.path)!r} is not an LMDB "
+                                 f"directory (no data.mdb inside).{hint}")
+        try:
+            ident = _file_id(self.path / "data.mdb")
+            # lock=False, as Caffe's MDB_RDONLY readers: nothing writes a source while we
+            # train, and a read-only folder (a shared data set) still opens.
+            self.env = _acquire(_SHARED, ident, lambda: lmdb.open(
+                str(self.path), readonly=True, lock=False, subdir=True))
+            self._ident = ident
+            with self.env.begin() as txn:
+                self.keys: list[bytes] = list(txn.cursor().iternext(keys=True, values=False))
+        except lmdb.Error as err:
+            self.close()
+            raise MinicaffeError(f"{where}cannot read LMDB {str(self.path)!r}: {err}") from None
+        if not self.keys:
+            self.close()
+            raise MinicaffeError(f"{where}LMDB {str(self.path)!r} holds no records")
+
+    def read_many(self, positions) -> list[tuple[bytes, bytes]]:
+        """(key, value) of each record position, in one read transaction."""
+        with self.env.begin(buffers=False) as txn:
+            return [(self.keys[k], txn.get(self.keys[k])) for k in positions]
+
+
+# ---- LevelDB
+# LevelDB locks its directory: a second open in the same process fails. A train net and a
+# test net may read one source, so readers share one handle per directory, as for LMDB.
+_SHARED_LEVELDB: dict[tuple, list] = {}  # (st_dev, st_ino) of the directory -> [db, users]
+
+
+def _need_plyvel(where: str) -> None:
+    if plyvel is None:
+        raise MinicaffeError(f"{where}reading or writing LevelDB needs the plyvel package "
+                             f"(pip install plyvel), or convert the data to LMDB")
+
+
+class LevelDBWriter(_Writer):
+    """Write key/value records to a new LevelDB, in write batches of `commit_every` records.
+
+    Caffe's converters create the database with error_if_exists, as here.
+    """
+
+    kind = "a LevelDB"
+    is_kind = staticmethod(is_leveldb)
+
+    def __init__(self, path, commit_every: int = 1000, overwrite: bool = False):
+        _need_plyvel("")
+        super().__init__(path, commit_every, overwrite)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        # Caffe opens with a 256 MB write buffer; plyvel's default (4 MB) only changes
+        # how often LevelDB compacts, not what it stores.
+        self.db = plyvel.DB(str(self.path), create_if_missing=True, error_if_exists=True)
+
+    def commit(self) -> None:
+        """Write the pending records in one atomic batch."""
+        if self._pending:
+            with self.db.write_batch() as batch:
+                for key, value in self._pending:
+                    batch.put(key, value)
+            self._pending.clear()
+
+
+class LevelDBReader(_Reader):
     """Read-only, positional access to a LevelDB; the same interface as `LMDBReader`.
 
     Record k is the k-th key in byte order (LevelDB's default comparator, which is what
     Caffe's iterator walks). The keys are listed once at open.
     """
+
+    _shared = _SHARED_LEVELDB
 
     def __init__(self, path, owner: str = ""):
         self.path = Path(path)
@@ -295,16 +303,10 @@ class LevelDBReader:
                     "default backend is LEVELDB)." if is_lmdb(self.path) else "")
             raise MinicaffeError(f"{where}data source {str(self.path)!r} is not a LevelDB "
                                  f"directory (no CURRENT file inside).{hint}")
-        st = os.stat(self.path)
-        self._ident = None
-        ident = (st.st_dev, st.st_ino)
+        ident = _file_id(self.path)
         try:
-            with _SHARED_LOCK:
-                entry = _SHARED_LEVELDB.get(ident)
-                if entry is None:
-                    entry = _SHARED_LEVELDB[ident] = [plyvel.DB(str(self.path)), 0]
-                entry[1] += 1
-            self._ident, self.db = ident, entry[0]
+            self.db = _acquire(_SHARED_LEVELDB, ident, lambda: plyvel.DB(str(self.path)))
+            self._ident = ident
             self.keys: list[bytes] = list(self.db.iterator(include_value=False))
         except plyvel.Error as err:
             self.close()
@@ -313,13 +315,6 @@ class LevelDBReader:
             self.close()
             raise MinicaffeError(f"{where}LevelDB {str(self.path)!r} holds no records")
 
-    def __len__(self) -> int:
-        return len(self.keys)
-
-    def read(self, k: int) -> tuple[bytes, bytes]:
-        """(key, value) of record k, 0 <= k < len(self)."""
-        return self.read_many([k])[0]
-
     def read_many(self, positions) -> list[tuple[bytes, bytes]]:
         """(key, value) of each record position, from one consistent snapshot."""
         snapshot = self.db.snapshot()
@@ -327,34 +322,6 @@ class LevelDBReader:
             return [(self.keys[k], snapshot.get(self.keys[k])) for k in positions]
         finally:
             snapshot.close()
-
-    def cycle(self, start: int = 0):
-        """Yield (key, value) from record `start` on, wrapping to the first record at the end."""
-        k = start % len(self)
-        while True:
-            yield self.read(k)
-            k = (k + 1) % len(self)
-
-    def close(self) -> None:
-        if self._ident is not None:
-            with _SHARED_LOCK:
-                entry = _SHARED_LEVELDB.get(self._ident)
-                if entry is not None:
-                    entry[1] -= 1
-                    if entry[1] == 0:
-                        entry[0].close()
-                        del _SHARED_LEVELDB[self._ident]
-            self._ident = None
-
-    def __del__(self):
-        if getattr(self, "_ident", None) is not None:
-            self.close()
-
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc):
-        self.close()
 
 
 def _backend_value(backend, where: str) -> int:
