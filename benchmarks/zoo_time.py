@@ -25,8 +25,8 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from minicaffe import protoio  # noqa: E402
 from minicaffe.net import TRAIN, Net  # noqa: E402
+from minicaffe.testing.zoo import at_batch_one  # noqa: E402
 from minicaffe.tools.time import time_net  # noqa: E402
 
 MODELS = ROOT.parent / "shared" / "caffe_models" / "models"
@@ -36,18 +36,6 @@ NETS = {  # name: (deploy prototxt, BVLC Caffe CPU forward ms at batch 1)
     "resnet50": ("resnet/ResNet-50-deploy.prototxt", 50.9),
     "squeezenet11": ("squeezenet_v1.1/deploy.prototxt", 7.8),
 }
-
-
-def at_batch_one(path: Path):
-    param = protoio.read_net_param(path)
-    for shape in param.input_shape:
-        shape.dim[0] = 1
-    if param.input_dim:
-        param.input_dim[0] = 1
-    for layer in param.layer:
-        for shape in layer.input_param.shape:
-            shape.dim[0] = 1
-    return param
 
 
 def gemm_shapes(net: Net) -> list[tuple[int, int, int, int]]:

@@ -19,8 +19,9 @@ numpy net's values, both run that layer, and its outputs must agree to the same 
 import numpy as np
 import pytest
 
-from minicaffe import common, layer_type_list, protoio
+from minicaffe import common, layer_type_list
 from minicaffe.net import TEST, Net
+from minicaffe.testing import zoo
 from tests.zoo import CAFFE_MODELS, require_caffe_models
 
 # The deploy nets of Caffe's models/ and examples/, plus ResNet and SqueezeNet.
@@ -45,16 +46,9 @@ DEPLOY_NETS = [
 
 
 def at_batch_one(path):
-    """The net's definition with every input's first dimension set to 1, and backward forced
-    (a deploy net has no loss, so nothing would otherwise ask for gradients)."""
-    param = protoio.read_net_param(CAFFE_MODELS / path)
-    for shape in param.input_shape:
-        shape.dim[0] = 1
-    if param.input_dim:
-        param.input_dim[0] = 1
-    for layer in param.layer:
-        for shape in layer.input_param.shape:
-            shape.dim[0] = 1
+    """The net at batch 1, with backward forced (a deploy net has no loss, so nothing would
+    otherwise ask for gradients)."""
+    param = zoo.at_batch_one(CAFFE_MODELS / path)
     param.force_backward = True
     return param
 
