@@ -63,16 +63,13 @@ class InfogainLossLayer(LossLayer):
         param = self.layer_param.infogain_loss_param
         # The inner Softmax reads a copy of this LayerParameter (so softmax_param.engine
         # applies) but works along infogain_loss_param.axis; no loss weight of its own.
-        inner = type(self.layer_param)()
-        inner.CopyFrom(self.layer_param)
-        inner.type = "Softmax"
+        inner = self.inner_param("Softmax")
         inner.softmax_param.axis = param.axis
-        inner.ClearField("loss_weight")
         self.softmax_layer = create_layer(inner)  # through the registry, as Caffe does
         self.prob = Blob(name=f"{self.name}.prob")
         self.softmax_layer.setup([bottom[0]], [self.prob])
         loss_param = self.layer_param.loss_param
-        self.ignore_label = loss_param.ignore_label if loss_param.HasField("ignore_label") else None
+        self.ignore_label = self.given_ignore_label()
         if loss_param.HasField("normalize"):
             raise MinicaffeError(f"{self.type} layer {self.name!r}: loss_param.normalize is "
                                  f"deprecated and not accepted here; use normalization")

@@ -43,6 +43,20 @@ class LossLayer(Layer):
     def allow_force_backward(self, bottom_index):
         return bottom_index != 1
 
+    def inner_param(self, layer_type: str) -> caffe_pb2.LayerParameter:
+        """A copy of this layer's LayerParameter as a `layer_type` without a loss weight: how
+        Caffe gives a loss its inner Softmax or Sigmoid, which so reads the same *_param."""
+        inner = caffe_pb2.LayerParameter()
+        inner.CopyFrom(self.layer_param)
+        inner.type = layer_type
+        inner.ClearField("loss_weight")
+        return inner
+
+    def given_ignore_label(self) -> int | None:
+        """`loss_param.ignore_label`, or None when unset: then no label is ignored."""
+        loss_param = self.layer_param.loss_param
+        return loss_param.ignore_label if loss_param.HasField("ignore_label") else None
+
     # ---- normalization (Caffe's LossLayer::GetNormalizer and its callers' set-up)
     def normalization_mode(self, when_unset: int = Norm.VALID) -> int:
         """The effective `LossParameter.NormalizationMode`, honouring the deprecated `normalize`.

@@ -52,15 +52,10 @@ class SigmoidCrossEntropyLossLayer(LossLayer):
 
     def layer_setup(self, bottom, top):
         # The inner Sigmoid reads the same LayerParameter; it has no loss weight of its own.
-        inner = type(self.layer_param)()
-        inner.CopyFrom(self.layer_param)
-        inner.type = "Sigmoid"
-        inner.ClearField("loss_weight")
-        self.sigmoid_layer = create_layer(inner)  # through the registry, as Caffe does
+        self.sigmoid_layer = create_layer(self.inner_param("Sigmoid"))  # as Caffe does
         self.sigmoid_output = Blob(name=f"{self.name}.sigmoid")
         self.sigmoid_layer.setup([bottom[0]], [self.sigmoid_output])
-        loss_param = self.layer_param.loss_param
-        self.ignore_label = loss_param.ignore_label if loss_param.HasField("ignore_label") else None
+        self.ignore_label = self.given_ignore_label()
         self.normalization = self.normalization_mode(when_unset=Norm.BATCH_SIZE)
         # Device scratch: per-element losses, 0/1 counts, and the normalizer for backward.
         self.losses = Blob(name=f"{self.name}.losses")

@@ -51,11 +51,7 @@ class SoftmaxWithLossLayer(LossLayer):
 
     def layer_setup(self, bottom, top):
         # The inner Softmax reads the same softmax_param; it has no loss weight of its own.
-        softmax_param = type(self.layer_param)()
-        softmax_param.CopyFrom(self.layer_param)
-        softmax_param.type = "Softmax"
-        softmax_param.ClearField("loss_weight")
-        self.softmax_layer = create_layer(softmax_param)  # through the registry, as Caffe does
+        self.softmax_layer = create_layer(self.inner_param("Softmax"))  # through the registry, as Caffe does
         self.prob = Blob(name=f"{self.name}.prob")
         # Device scratch (Caffe's loss_data and counts_): per-position losses and
         # 0/1 counts, and the scalar normalizer that forward works out for backward.
@@ -63,8 +59,7 @@ class SoftmaxWithLossLayer(LossLayer):
         self.counts = Blob(name=f"{self.name}.counts")
         self.normalizer = Blob((), name=f"{self.name}.normalizer")
         self.softmax_layer.setup([bottom[0]], [self.prob])
-        loss_param = self.layer_param.loss_param
-        self.ignore_label = loss_param.ignore_label if loss_param.HasField("ignore_label") else None
+        self.ignore_label = self.given_ignore_label()
         self.normalization = self.normalization_mode()
 
     def reshape(self, bottom, top):
