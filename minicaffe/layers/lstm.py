@@ -62,36 +62,15 @@ class LSTMLayer(RecurrentLayer):
         p = self.layer_param.recurrent_param
         num_output = p.num_output
 
-        def inner_product(name, bottom, top, params, bias, axis=2):
-            ip = caffe_pb2.InnerProductParameter(num_output=4 * num_output, bias_term=bias, axis=axis,
-                                                 weight_filler=p.weight_filler)
-            if bias:
-                ip.bias_filler.CopyFrom(p.bias_filler)
-            layer = net_param.layer.add(name=name, type="InnerProduct", bottom=[bottom], top=[top],
-                                        inner_product_param=ip)
-            for param_name in params:
-                layer.param.add(name=param_name)
-            return layer
+        def inner_product(name, bottom, top, params, bias):
+            return self.add_inner_product(net_param, name, bottom, top, params, bias, 4 * num_output)
 
         # c_0 first, as in Caffe's Input layer; both states have the same shape.
         net_param.layer.add(name="recurrent_input", type="Input", top=["c_0", "h_0"],
                             input_param=caffe_pb2.InputParameter(
                                 shape=[caffe_pb2.BlobShape(dim=s) for s in self.recurrent_input_shapes()]))
-        cont_slice = net_param.layer.add(name="cont_slice", type="Slice", bottom=["cont"])
-        cont_slice.slice_param.axis = 0
-        # W_xc x_t + b_c for every step at once; x needs its gradient although the Input
-        # layer it comes from learns nothing, hence propagate_down.
-        inner_product("x_transform", "x", "W_xc_x", ["W_xc", "b_c"], True).propagate_down.append(True)
-        if self.static_input:
-            # W_xc_static x_static, the same for every step, shaped (1, N, 4D).
-            inner_product("W_xc_x_static", "x_static", "W_xc_x_static_preshape", ["W_xc_static"],
-                          False, axis=1).propagate_down.append(True)
-            net_param.layer.add(name="W_xc_x_static_reshape", type="Reshape",
-                                bottom=["W_xc_x_static_preshape"], top=["W_xc_x_static"],
-                                reshape_param=caffe_pb2.ReshapeParameter(
-                                    shape=caffe_pb2.BlobShape(dim=[1, -1, 4 * num_output])))
-        x_slice = net_param.layer.add(name="W_xc_x_slice", type="Slice", bottom=["W_xc_x"])
-        x_slice.slice_param.axis = 0
+        # W_xc x_t + b_c for every step at once, and W_xc_static x_static, (1, N, 4D).
+        cont_slice, x_slice = self.add_input_transforms(net_param, "W_xc", "b_c", 4 * num_output)
         for t in range(1, self.T + 1):
             cont_slice.top.append(f"cont_{t}")
             x_slice.top.append(f"W_xc_x_{t}")

@@ -69,6 +69,44 @@ class RecurrentLayer(Layer):
         """Append the layers of the T steps to `net_param` (Caffe's FillUnrolledNet)."""
         raise NotImplementedError
 
+    # ---- pieces of the unrolled net that RNN and LSTM build alike
+    def add_inner_product(self, net_param, name, bottom, top, params, bias, num_output, axis=2):
+        """An InnerProduct with recurrent_param's fillers, its weights named `params` so that
+        every step shares them."""
+        p = self.layer_param.recurrent_param
+        ip = caffe_pb2.InnerProductParameter(num_output=num_output, bias_term=bias, axis=axis,
+                                             weight_filler=p.weight_filler)
+        if bias:
+            ip.bias_filler.CopyFrom(p.bias_filler)
+        layer = net_param.layer.add(name=name, type="InnerProduct", bottom=[bottom], top=[top],
+                                    inner_product_param=ip)
+        for param_name in params:
+            layer.param.add(name=param_name)
+        return layer
+
+    def add_input_transforms(self, net_param, weight: str, bias: str, width: int):
+        """cont sliced per step; `weight` x + `bias` for every step at once, sliced per step
+        (tops `{weight}_x_{t}`); and with a static input, `{weight}_static` x_static shaped
+        (1, N, width) as `{weight}_x_static`. Returns the two Slice layers, whose tops the
+        caller adds step by step."""
+        cont_slice = net_param.layer.add(name="cont_slice", type="Slice", bottom=["cont"])
+        cont_slice.slice_param.axis = 0
+        # x needs its gradient although the Input layer it comes from learns nothing, hence
+        # propagate_down.
+        self.add_inner_product(net_param, "x_transform", "x", f"{weight}_x", [weight, bias],
+                               True, width).propagate_down.append(True)
+        if self.static_input:
+            self.add_inner_product(net_param, f"{weight}_x_static", "x_static",
+                                   f"{weight}_x_static_preshape", [f"{weight}_static"], False,
+                                   width, axis=1).propagate_down.append(True)
+            net_param.layer.add(name=f"{weight}_x_static_reshape", type="Reshape",
+                                bottom=[f"{weight}_x_static_preshape"], top=[f"{weight}_x_static"],
+                                reshape_param=caffe_pb2.ReshapeParameter(
+                                    shape=caffe_pb2.BlobShape(dim=[1, -1, width])))
+        x_slice = net_param.layer.add(name=f"{weight}_x_slice", type="Slice", bottom=[f"{weight}_x"])
+        x_slice.slice_param.axis = 0
+        return cont_slice, x_slice
+
     # ---- blob counts depend on expose_hidden
     def __init__(self, layer_param):
         super().__init__(layer_param)

@@ -56,35 +56,14 @@ class RNNLayer(RecurrentLayer):
         p = self.layer_param.recurrent_param
         num_output = p.num_output
 
-        def inner_product(name, bottom, top, params, bias, axis=2):
-            ip = caffe_pb2.InnerProductParameter(num_output=num_output, bias_term=bias, axis=axis,
-                                                 weight_filler=p.weight_filler)
-            if bias:
-                ip.bias_filler.CopyFrom(p.bias_filler)
-            layer = net_param.layer.add(name=name, type="InnerProduct", bottom=[bottom], top=[top],
-                                        inner_product_param=ip)
-            for param_name in params:
-                layer.param.add(name=param_name)
-            return layer
+        def inner_product(name, bottom, top, params, bias):
+            return self.add_inner_product(net_param, name, bottom, top, params, bias, num_output)
 
         net_param.layer.add(name="recurrent_input", type="Input", top=["h_0"],
                             input_param=caffe_pb2.InputParameter(
                                 shape=[caffe_pb2.BlobShape(dim=self.recurrent_input_shapes()[0])]))
-        cont_slice = net_param.layer.add(name="cont_slice", type="Slice", bottom=["cont"])
-        cont_slice.slice_param.axis = 0
-        # W_xh x_t + b_h for every step at once; x needs its gradient although the Input
-        # layer it comes from learns nothing, hence propagate_down.
-        inner_product("x_transform", "x", "W_xh_x", ["W_xh", "b_h"], True).propagate_down.append(True)
-        if self.static_input:
-            # W_xh_static x_static, the same for every step, shaped (1, N, num_output).
-            inner_product("W_xh_x_static", "x_static", "W_xh_x_static_preshape", ["W_xh_static"],
-                          False, axis=1).propagate_down.append(True)
-            net_param.layer.add(name="W_xh_x_static_reshape", type="Reshape",
-                                bottom=["W_xh_x_static_preshape"], top=["W_xh_x_static"],
-                                reshape_param=caffe_pb2.ReshapeParameter(
-                                    shape=caffe_pb2.BlobShape(dim=[1, -1, num_output])))
-        x_slice = net_param.layer.add(name="W_xh_x_slice", type="Slice", bottom=["W_xh_x"])
-        x_slice.slice_param.axis = 0
+        # W_xh x_t + b_h for every step at once, and W_xh_static x_static, (1, N, num_output).
+        cont_slice, x_slice = self.add_input_transforms(net_param, "W_xh", "b_h", num_output)
         for t in range(1, self.T + 1):
             cont_slice.top.append(f"cont_{t}")
             x_slice.top.append(f"W_xh_x_{t}")
