@@ -23,30 +23,6 @@ __kernel void sigmoid_cross_entropy_loss_forward(const int n, __global const Dty
     }
   }
 }
-
-// One work-group: top = sum(loss) / Z, and Z is kept in `normalizer` for backward.
-// Z = max(1, number of counted targets) when by_valid_count (VALID normalization), else
-// the fixed `fixed_normalizer` that the host worked out from the shape.
-__kernel void sigmoid_cross_entropy_loss_total(const int n, __global const Dtype* loss,
-                                               __global const Dtype* counts,
-                                               const int by_valid_count,
-                                               const Dtype fixed_normalizer, __global Dtype* top,
-                                               __global Dtype* normalizer,
-                                               __local Dtype* scratch) {
-  Dtype loss_part = 0, count_part = 0;
-  KERNEL_LOOP(i, n) {
-    loss_part += loss[i];
-    count_part += counts[i];
-  }
-  const Dtype total = group_sum(loss_part, scratch);
-  const Dtype count = group_sum(count_part, scratch);
-  if (get_local_id(0) == 0) {
-    const Dtype z = by_valid_count ? fmax(count, (Dtype)1) : fixed_normalizer;
-    top[0] = total / z;
-    normalizer[0] = z;
-  }
-}
-
 // Per element: dx = w / Z (sigmoid(x) - t), 0 where ignored; w is the loss weight (the
 // top's diff) and Z the normalizer, both read on the device.
 __kernel void sigmoid_cross_entropy_loss_backward(const int n, __global const Dtype* sigmoid,

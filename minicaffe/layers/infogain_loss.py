@@ -10,8 +10,8 @@ from minicaffe import opencl, protoio
 from minicaffe.blob import Blob
 from minicaffe.common import MinicaffeError
 from minicaffe.layer import create_layer, register_layer
-from minicaffe.layers.helpers import launch_total, read_labels
-from minicaffe.layers.loss import LossLayer, Norm
+from minicaffe.layers.helpers import read_labels
+from minicaffe.layers.loss import LossLayer
 from minicaffe.proto import caffe_pb2
 
 LOG_THRESHOLD = 1e-20  # Caffe's kLOG_THRESHOLD: the smallest probability taken to the log
@@ -168,11 +168,7 @@ class InfogainLossLayer(LossLayer):
         opencl.kernel("infogain_loss.cl", "infogain_loss_forward")(
             positions, self.prob.gpu_data(), *self._args(bottom), np.float32(LOG_THRESHOLD),
             self.losses.mutable_gpu_data(), self.counts.mutable_gpu_data())
-        fixed = self.get_normalizer(self.normalization, self.outer_num, self.inner_num)
-        launch_total("infogain_loss.cl", "infogain_loss_total", positions,
-                     self.losses.gpu_data(), self.counts.gpu_data(),
-                     np.int32(self.normalization == Norm.VALID), np.float32(fixed),
-                     top[0].mutable_gpu_data(), self.normalizer.mutable_gpu_data())
+        self.normalized_total_gpu(positions, top)
         if len(top) == 2:
             opencl.copy(self.prob.count, self.prob.gpu_data(), top[1].mutable_gpu_data())
 

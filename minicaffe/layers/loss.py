@@ -19,9 +19,13 @@ never below 1, so an all-ignored batch gives loss 0 rather than 0/0.
 
 On the device, a loss is totalled by ONE work-group (`helpers.launch_total`) that writes the
 scalar top itself, so the only copy to the host is the scalar that Layer.forward reads.
+The normalized total of the averaging losses is `opencl/loss.cl`.
 """
+import numpy as np
+
 from minicaffe.common import MinicaffeError
 from minicaffe.layer import Layer
+from minicaffe.layers.helpers import launch_total
 from minicaffe.proto import caffe_pb2
 
 Norm = caffe_pb2.LossParameter
@@ -85,3 +89,13 @@ class LossLayer(Layer):
         else:
             raise MinicaffeError(f"unknown loss normalization mode {mode}")
         return max(1.0, float(normalizer))
+
+    def normalized_total_gpu(self, n: int, top) -> None:
+        """On the device, top = the sum of the first n values of `self.losses` / Z, with Z
+        kept in `self.normalizer` for backward: under VALID the count in `self.counts` of
+        the positions not ignored, known only on the device; otherwise get_normalizer's
+        value for `self.outer_num` x `self.inner_num`."""
+        fixed = self.get_normalizer(self.normalization, self.outer_num, self.inner_num)
+        launch_total("loss.cl", "normalized_loss_total", n, self.losses.gpu_data(),
+                     self.counts.gpu_data(), np.int32(self.normalization == Norm.VALID),
+                     np.float32(fixed), top[0].mutable_gpu_data(), self.normalizer.mutable_gpu_data())

@@ -10,7 +10,6 @@ from minicaffe import opencl
 from minicaffe.blob import Blob
 from minicaffe.common import MinicaffeError
 from minicaffe.layer import create_layer, register_layer
-from minicaffe.layers.helpers import launch_total
 from minicaffe.layers.loss import LossLayer, Norm
 
 
@@ -114,12 +113,7 @@ class SigmoidCrossEntropyLossLayer(LossLayer):
         opencl.kernel("sigmoid_cross_entropy_loss.cl", "sigmoid_cross_entropy_loss_forward")(
             count, bottom[0].gpu_data(), bottom[1].gpu_data(), *self._ignore_args(),
             self.losses.mutable_gpu_data(), self.counts.mutable_gpu_data())
-        # VALID divides by the count of targets not ignored, known only on the device.
-        fixed = self.get_normalizer(self.normalization, self.outer_num, self.inner_num)
-        launch_total("sigmoid_cross_entropy_loss.cl", "sigmoid_cross_entropy_loss_total", count,
-                     self.losses.gpu_data(), self.counts.gpu_data(),
-                     np.int32(self.normalization == Norm.VALID), np.float32(fixed),
-                     top[0].mutable_gpu_data(), self.normalizer.mutable_gpu_data())
+        self.normalized_total_gpu(count, top)
 
     def backward_gpu(self, top, propagate_down, bottom):
         self._refuse_targets(propagate_down, bottom)

@@ -34,8 +34,8 @@ from minicaffe import opencl
 from minicaffe.blob import Blob
 from minicaffe.common import MinicaffeError
 from minicaffe.layer import create_layer, register_layer
-from minicaffe.layers.helpers import launch_total, read_labels
-from minicaffe.layers.loss import LossLayer, Norm
+from minicaffe.layers.helpers import read_labels
+from minicaffe.layers.loss import LossLayer
 
 FLT_MIN = float(np.finfo(np.float32).tiny)
 
@@ -127,12 +127,7 @@ class SoftmaxWithLossLayer(LossLayer):
         opencl.kernel("softmax_loss.cl", "softmax_loss_forward")(
             positions, self.prob.gpu_data(), *self._label_args(bottom),
             self.losses.mutable_gpu_data(), self.counts.mutable_gpu_data())
-        # VALID divides by the count of positions not ignored, known only on the device.
-        fixed = self.get_normalizer(self.normalization, self.outer_num, self.inner_num)
-        launch_total("softmax_loss.cl", "softmax_loss_total", positions,
-                     self.losses.gpu_data(), self.counts.gpu_data(),
-                     np.int32(self.normalization == Norm.VALID), np.float32(fixed),
-                     top[0].mutable_gpu_data(), self.normalizer.mutable_gpu_data())
+        self.normalized_total_gpu(positions, top)
         if len(top) == 2:
             opencl.copy(self.prob.count, self.prob.gpu_data(), top[1].mutable_gpu_data())
 
