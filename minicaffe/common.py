@@ -26,6 +26,13 @@ class MinicaffeError(Exception):
     """
 
 
+def reworded(err: MinicaffeError, message: str) -> MinicaffeError:
+    """`err` with more context in its message, and its own type kept (an error from a
+    Python layer's code is also of the user's exception type, which scripts catch)."""
+    err.args = (message,)
+    return err
+
+
 def mode() -> str:
     return _mode
 

@@ -40,6 +40,21 @@ class BlobVec(list):
         return blob
 
 
+def user_error(err: Exception, message: str) -> MinicaffeError:
+    """A MinicaffeError that is also of the user's exception type.
+
+    The CLI prints a MinicaffeError as one clear paragraph; pycaffe scripts catch the
+    user's own exception (`except RuntimeError`), because pycaffe lets it through. An
+    error of both types serves both. Exception types that cannot be mixed in (a
+    different memory layout, a constructor with other arguments) give a plain
+    MinicaffeError, chained to the user's."""
+    try:
+        both = type(type(err).__name__, (MinicaffeError, type(err)), {"__module__": type(err).__module__})
+        return both(message)
+    except TypeError:
+        return MinicaffeError(message)
+
+
 @register_layer
 class PythonLayer(Layer):
     r"""Run a user's Python class as a layer (Caffe's PythonLayer, pycaffe's `caffe.Layer`).
@@ -92,12 +107,6 @@ class PythonLayer(Layer):
         if not (isinstance(cls, type) and issubclass(cls, Layer)):
             raise MinicaffeError(f"{self.where}: {p.module}.{p.layer} is not a subclass of "
                                  f"minicaffe.Layer (pycaffe's caffe.Layer)")
-        if getattr(cls, "reshape", None) is Layer.reshape:
-            raise MinicaffeError(f"{self.where}: class {p.layer} defines no "
-                                 f"reshape(self, bottom, top)")
-        if getattr(cls, "forward", None) is Layer.forward:
-            raise MinicaffeError(f"{self.where}: class {p.layer} defines no "
-                                 f"forward(self, bottom, top)")
         # Caffe builds the user's object with the LayerParameter (layer_factory.cpp).
         self.python_layer = self._call(cls, "__init__", layer_param)
         # One list, seen by the user as self.blobs and by the Net as this layer's blobs.
@@ -122,8 +131,8 @@ class PythonLayer(Layer):
             frames = [f for f in traceback.extract_tb(err.__traceback__)
                       if not f.filename.startswith(_PACKAGE_DIR)]
             at = f" at {frames[-1].filename}:{frames[-1].lineno}" if frames else ""
-            raise MinicaffeError(f"{self.where}: {label}() raised {type(err).__name__}: "
-                                 f"{err}{at}") from err
+            raise user_error(err, f"{self.where}: {label}() raised {type(err).__name__}: "
+                                  f"{err}{at}") from err
 
     def layer_setup(self, bottom, top):
         # As Caffe's PythonLayer::LayerSetUp: the attributes first, then the user's setup.
@@ -131,6 +140,12 @@ class PythonLayer(Layer):
         self.python_layer.phase = int(self.phase)
         if type(self.python_layer).setup is not Layer.setup:  # no setup: nothing to do
             self._call(self.python_layer.setup, "setup", bottom, top)
+        # Checked after the user's setup, whose own errors come first (as in pycaffe,
+        # where a missing method fails only when it is called).
+        for method, signature in (("reshape", "bottom, top"), ("forward", "bottom, top")):
+            if getattr(type(self.python_layer), method, None) is getattr(Layer, method):
+                raise MinicaffeError(f"{self.where}: class {self.class_name} defines no "
+                                     f"{method}(self, {signature})")
 
     def reshape(self, bottom, top):
         self._call(self.python_layer.reshape, "reshape", bottom, top)

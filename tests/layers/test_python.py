@@ -241,12 +241,27 @@ def test_solver_learns_and_snapshots_the_python_layers_blobs(mode, tmp_path):
      r"cannot import module 'no_such_module_here' \(ModuleNotFoundError"),
     ({"module": MODULE, "layer": "Missing"}, r"has no class 'Missing'"),
     ({"module": MODULE, "layer": "NotALayer"}, r"NotALayer is not a subclass of minicaffe.Layer"),
-    ({"module": MODULE, "layer": "NoReshape"}, r"class NoReshape defines no reshape"),
 ])
 def test_bad_python_param(python_param, message):
     with pytest.raises(MinicaffeError, match=message) as err:
         create_layer(layer_param("Python", name="user", python_param=python_param))
     assert "Python layer 'user'" in str(err.value)
+
+
+def test_a_missing_reshape_is_named_once_setup_has_run():
+    with pytest.raises(MinicaffeError, match=r"Python layer 'py' .*class NoReshape defines no reshape"):
+        python("NoReshape").setup([blob_from([1.0])], [Blob()])
+
+
+def test_the_users_exception_keeps_its_type():
+    # pycaffe lets the user's exception through; scripts catch it by its type.
+    with pytest.raises(ValueError) as err:
+        layer = python("FailsInForward")
+        x = blob_from([[1, 2]])
+        layer.setup([x], [Blob()])
+        layer.forward([x], [Blob()])
+    assert isinstance(err.value, MinicaffeError)
+    assert "the user's bug" in str(err.value)
 
 
 def test_an_exception_in_user_code_names_module_class_and_layer(mode):
