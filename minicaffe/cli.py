@@ -78,6 +78,7 @@ def _select_engine(args) -> None:
 # ---------------------------------------------------------------- verbs
 
 def train(args) -> int:
+    from minicaffe.engine import select_mode
     from minicaffe.proto import caffe_pb2
     from minicaffe.signals import SignalHandler
     from minicaffe.solver import read_solver_file
@@ -115,8 +116,11 @@ def train(args) -> int:
     # As in caffe.cpp, the handler is in place before the solver is built: a signal
     # while the nets are set up or the snapshot is restored is not lost (nor fatal),
     # but acted on at the first iteration's check.
+    # An explicit --gpu without a working device is an error; solver_mode: GPU alone
+    # falls back to numpy with a warning (Caffe's example solvers all say GPU).
+    select_mode(bool(gpus), param.device_id, required=asked_for_gpu)
     with SignalHandler(args.sigint_effect, args.sighup_effect) as signals:
-        solver = get_solver(param, args.solver, require_device=asked_for_gpu)
+        solver = get_solver(param, args.solver)
         solver.action_request_function = signals.check_for_signals
         if args.snapshot:
             logger.info("Resuming from %s", args.snapshot)

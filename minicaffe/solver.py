@@ -42,7 +42,6 @@ from google.protobuf import text_format
 from minicaffe import common, protoio
 from minicaffe import log as glog
 from minicaffe.common import MinicaffeError
-from minicaffe.engine import select_mode
 from minicaffe.io import hdf5
 from minicaffe.net import Net
 from minicaffe.proto import caffe_pb2
@@ -164,8 +163,7 @@ class Solver:
     type = ""
 
     def __init__(self, param, source: str | None = None, *,
-                 sigint_effect: str = SolverAction.STOP, sighup_effect: str = SolverAction.SNAPSHOT,
-                 require_device: bool = False):
+                 sigint_effect: str = SolverAction.STOP, sighup_effect: str = SolverAction.SNAPSHOT):
         if isinstance(param, (str, os.PathLike)):
             source, param = str(param), read_solver_file(param)
         else:
@@ -176,11 +174,13 @@ class Solver:
         self.source = source or "the SolverParameter"
         self.sigint_effect, self.sighup_effect = sigint_effect, sighup_effect
         self.action_request_function = None  # a callable returning a SolverAction
+        self.callbacks: list[tuple] = []      # (on_start, on_gradients_ready) pairs: add_callback
         logger.info("Initializing solver from parameters: \n%s", text_format.MessageToString(param))
         self.check_param()
         self.check_snapshot_write_permissions()
-        # `require_device`: the user asked for the device on the command line (--gpu).
-        select_mode(param.solver_mode == SolverParameter.GPU, param.device_id, require_device)
+        # The nets run on the process's engine (set_mode_cpu / set_mode_gpu), as in
+        # pycaffe: building a solver does not switch it. `minicaffe train` picks the engine
+        # from --gpu or solver_mode before it builds the solver, as Caffe's tool does.
         # Seed before any net exists: fillers draw the initial weights while nets are built.
         if param.random_seed >= 0:
             common.set_random_seed(param.random_seed)
@@ -343,6 +343,8 @@ class Solver:
                     self.test_all()
                     if self.requested_early_exit:
                         break  # a stop was asked for while testing
+                for on_start, _ in self.callbacks:
+                    on_start()
                 display = p.display and self.iter % p.display == 0
                 # Per-layer debug lines only on the iterations that display, as in Caffe.
                 self.net.debug_info = bool(display and p.debug_info)
@@ -361,6 +363,8 @@ class Solver:
                                 fmt(per_s), fmt(lapse), p.display, fmt(self.smoothed_loss))
                     timer, iterations_last = time.perf_counter(), self.iter
                     self._log_outputs("Train", self.net, [b.cpu_data().ravel() for b in self.net.output_blobs])
+                for _, on_gradients_ready in self.callbacks:
+                    on_gradients_ready()
                 self.apply_update()
                 # iter counts the updates made: a snapshot "_iter_N" holds N updates.
                 self.iter += 1
@@ -373,6 +377,17 @@ class Solver:
                 if request == SolverAction.STOP:
                     self.requested_early_exit = True
                     break
+
+    def add_callback(self, on_start, on_gradients_ready) -> None:
+        """Call `on_start()` at the start of every iteration (after any testing) and
+        `on_gradients_ready()` once the gradients are computed, just before the update
+        (pycaffe's add_callback; Caffe's multi-GPU training hooks in here)."""
+        self.callbacks.append((on_start, on_gradients_ready))
+
+    def share_weights(self, net: Net) -> None:
+        """Let `net` use the train net's parameter memory, by layer name (pycaffe's
+        share_weights): a net built by the script then sees every update."""
+        net.share_trained_layers_with(self.net)
 
     def stop_on_non_finite_loss(self, loss: float) -> None:
         """Stop training: the loss of this iteration's pass is NaN or infinite.

@@ -214,7 +214,7 @@ def test_examples_train_alike_on_both_engines(solver_file, output, test_nets, pa
     on numpy, update after update."""
     losses = {}
     for mode in (common.CPU, common.GPU):
-        with common.using_mode(common.CPU):  # the solver sets the process's mode; put it back after
+        with common.using_mode(mode):  # the script picks the engine; the solver keeps it
             solver = example_solver(solver_file, {**pair_dbs, **digit_dbs}, tmp_path / mode, test_iter=[1] * test_nets,
                                     solver_mode=caffe_pb2.SolverParameter.GPU if mode == common.GPU
                                     else caffe_pb2.SolverParameter.CPU)

@@ -58,7 +58,7 @@ def solver_param(net: str, extra: str = "", mode: str = common.CPU) -> caffe_pb2
 
 @pytest.fixture(autouse=True)
 def keep_engine():
-    """A solver sets the process-wide mode from solver_mode; give it back after each test."""
+    """Each test leaves the process-wide mode as it found it."""
     old = common.mode()
     yield
     common.set_mode(old)
@@ -165,6 +165,7 @@ def test_lenet_diverging_on_mnist_digits_stops_at_the_first_bad_layer(capsys):
     labels = read_labels(DATA / "t10k-labels-idx1-ubyte.gz")[:8]
     param = solver_param("", "base_lr: 10 momentum: 0.9 max_iter: 50", common.CPU)
     param.net_param.CopyFrom(lenet_with_input_layer(8))
+    common.set_mode(common.CPU)  # the numbers below are numpy's; keep_engine restores the mode
     solver = SGDSolver(param)
     solver.net.blobs["data"].data[...] = images.reshape(8, 1, 28, 28) / 256.0
     solver.net.blobs["label"].data[...] = labels

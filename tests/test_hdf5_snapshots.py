@@ -15,7 +15,7 @@ from minicaffe.solvers import get_solver
 
 @pytest.fixture(autouse=True)
 def keep_engine():
-    """A solver sets the process-wide mode from solver_mode; give each test its own."""
+    """Each test leaves the process-wide mode as it found it."""
     old = common.mode()
     yield
     common.set_mode(old)

@@ -101,8 +101,11 @@ def describe(record, solver) -> str:
 
 @pytest.mark.parametrize("kind", sorted(SOLVERS))
 def test_a_lenet_iteration_copies_only_the_batch_in_and_the_loss_out(kind):
-    solver = lenet_solver(kind, common.GPU)
-    assert common.mode() == common.GPU
+    with common.using_mode(common.GPU):
+        check_one_iteration_copies_only_the_batch_and_the_loss(lenet_solver(kind, common.GPU))
+
+
+def check_one_iteration_copies_only_the_batch_and_the_loss(solver):
     batches = mnist_batches(3)
     for batch in batches[:2]:  # warm-up: weights go to the device, kernels get built
         feed(solver, batch)
@@ -132,11 +135,11 @@ def test_the_device_trains_lenet_like_numpy():
     batches = mnist_batches(3)
     weights = {}
     for mode in (common.CPU, common.GPU):
-        solver = lenet_solver("SGD", mode)
-        assert common.mode() == mode
-        for batch in batches:
-            feed(solver, batch)
-            solver.step(1)
-        weights[mode] = [p.cpu_data().copy() for p in solver.net.learnable_params]
+        with common.using_mode(mode):
+            solver = lenet_solver("SGD", mode)
+            for batch in batches:
+                feed(solver, batch)
+                solver.step(1)
+            weights[mode] = [p.cpu_data().copy() for p in solver.net.learnable_params]
     for cpu, gpu in zip(weights[common.CPU], weights[common.GPU]):
         np.testing.assert_allclose(gpu, cpu, rtol=1e-3, atol=1e-5)
