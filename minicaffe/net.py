@@ -29,7 +29,7 @@ import numpy as np
 
 from minicaffe import common
 from minicaffe.blob import Blob
-from minicaffe.common import MinicaffeError
+from minicaffe.common import MinicaffeError, reworded
 from minicaffe.layer import Layer, create_layer
 from minicaffe.proto import caffe_pb2
 from minicaffe import protoio
@@ -307,7 +307,7 @@ class Net:
         try:
             self._init(param)
         except MinicaffeError as err:
-            raise MinicaffeError(f"{self.source}: {err}") from None
+            raise reworded(err, f"{self.source}: {err}") from None
         if weights:
             self.copy_trained_layers_from(weights)
 
@@ -380,8 +380,8 @@ class Net:
             try:
                 layer.setup(record.bottom_vec, record.top_vec)
             except MinicaffeError as err:
-                raise MinicaffeError(f"{err} [while setting up layer {name!r} "
-                                     f"with bottom shapes {[b.shape for b in record.bottom_vec]}]") from None
+                raise reworded(err, f"{err} [while setting up layer {name!r} "
+                                    f"with bottom shapes {[b.shape for b in record.bottom_vec]}]") from None
             except MemoryError as err:  # e.g. a typo in a batch size: name the layer, not numpy
                 raise MinicaffeError(f"out of memory while setting up layer {name!r} ({layer_param.type}) "
                                      f"with bottom shapes {[b.shape for b in record.bottom_vec]}: {err}") from None
@@ -408,11 +408,12 @@ class Net:
                 top.need_backward = need_backward
 
         self._decide_backward(param.force_backward)
-        self._outputs = list(available.values())
+        self._output_records = list(available.values())
         # pycaffe's views of the records
         self.layers = [r.layer for r in self.layer_records]
         self.layer_names = [r.name for r in self.layer_records]
         self.blob_names = [b.name for b in self.blob_records]
+        self._layer_names, self._blob_names = self.layer_names, self.blob_names  # pycaffe's spelling
         self.blobs = OrderedDict((b.name, b.blob) for b in self.blob_records)
         self.params = OrderedDict((r.name, r.layer.blobs) for r in self.layer_records if r.layer.blobs)
         # what the solvers update, and how fast (Caffe's learnable_params, params_lr, ...)
@@ -681,11 +682,11 @@ class Net:
 
     @property
     def outputs(self) -> list[str]:
-        return [b.name for b in self._outputs]
+        return [b.name for b in self._output_records]
 
     @property
     def output_blobs(self) -> list[Blob]:
-        return [b.blob for b in self._outputs]
+        return [b.blob for b in self._output_records]
 
     @property
     def output_blob_names(self) -> list[str]:
@@ -693,7 +694,25 @@ class Net:
 
     @property
     def output_blob_loss_weights(self) -> list[float]:
-        return [b.loss_weight for b in self._outputs]
+        return [b.loss_weight for b in self._output_records]
+
+    @property
+    def _inputs(self) -> list[int]:
+        """Indices into `blobs` of the inputs (pycaffe's net._inputs)."""
+        return [self.blob_names.index(name) for name in self.inputs]
+
+    @property
+    def _outputs(self) -> list[int]:
+        return [self.blob_records.index(b) for b in self._output_records]
+
+    @property
+    def _blob_loss_weights(self) -> list[float]:
+        """Each blob's weight in the loss, in `blobs` order (0 for a blob that is no loss)."""
+        return [b.loss_weight for b in self.blob_records]
+
+    @property
+    def blob_loss_weights(self) -> OrderedDict:
+        return OrderedDict((b.name, b.loss_weight) for b in self.blob_records)
 
     @property
     def top_names(self) -> OrderedDict:
@@ -715,7 +734,12 @@ class Net:
         self.layers[0].reset(data, labels)
 
     def forward(self, blobs=None, start=None, end=None, **inputs) -> dict[str, np.ndarray]:
-        """pycaffe's forward: set input blobs from keyword arrays, run, return the outputs."""
+        """pycaffe's forward: set input blobs from keyword arrays, run, return blobs by name.
+
+        `start` and `end` name the first and last layer to run (both included). The
+        result holds the net's outputs, or the tops of `end` when it is given, plus the
+        blobs named in `blobs`. An input array with another batch size reshapes the net.
+        """
         for name, array in inputs.items():
             if name not in self.inputs:
                 raise MinicaffeError(f"{name!r} is not an input of net {self.name!r} (inputs: {self.inputs})")
@@ -730,12 +754,16 @@ class Net:
         start_i = self._layer_index(start, 0)
         end_i = self._layer_index(end, len(self.layers) - 1)
         self.forward_from_to(start_i, end_i)
-        names = self.outputs if end is None else [top.name for top in self.layer_records[end_i].tops]
-        names = list(dict.fromkeys(names + list(blobs or [])))
-        return {name: self.blobs[name].data for name in names}
+        names = self.outputs if end is None else self.top_names[end]
+        return {name: self.blobs[name].data for name in self._known_blobs(names, blobs)}
 
     def backward(self, diffs=None, start=None, end=None, **output_diffs) -> dict[str, np.ndarray]:
-        """pycaffe's backward: optionally set output diffs, run, return the input diffs."""
+        """pycaffe's backward: set output diffs from keyword arrays, run, return diffs by name.
+
+        `start` and `end` name the first and last layer to run, walking down (both
+        included). The result holds the inputs' diffs, or the diffs of `end`'s bottoms
+        when it is given, plus the blobs named in `diffs`.
+        """
         for name, array in output_diffs.items():
             if name not in self.outputs:
                 raise MinicaffeError(f"{name!r} is not an output of net {self.name!r} (outputs: {self.outputs})")
@@ -743,8 +771,70 @@ class Net:
         start_i = self._layer_index(start, len(self.layers) - 1)
         end_i = self._layer_index(end, 0)
         self.backward_from_to(start_i, end_i)
-        names = list(dict.fromkeys(self.inputs + list(diffs or [])))
-        return {name: self.blobs[name].diff for name in names}
+        names = self.inputs if end is None else self.bottom_names[end]
+        return {name: self.blobs[name].diff for name in self._known_blobs(names, diffs)}
+
+    def _known_blobs(self, names, extra) -> list[str]:
+        extra = [extra] if isinstance(extra, str) else list(extra or [])
+        unknown = [name for name in extra if name not in self.blobs]
+        if unknown:
+            raise MinicaffeError(f"net {self.name!r} has no blob(s) {unknown}")
+        return list(dict.fromkeys(list(names) + extra))
+
+    def _batches(self, arrays: dict):
+        """Split equal-length arrays into batches of the net's batch size; the last batch is
+        padded with zeros. Yields (batch dict, number of real rows in it)."""
+        lengths = {len(a) for a in arrays.values()}
+        if len(lengths) != 1:
+            raise MinicaffeError(f"the arrays given have different lengths: "
+                                 f"{ {name: len(a) for name, a in arrays.items()} }")
+        total = lengths.pop()
+        size = self.blobs[next(iter(arrays))].shape[0]  # the net's batch, as its blob has it
+        for i in range(0, total, size):
+            batch = {}
+            for name, array in arrays.items():
+                chunk = np.asarray(array[i:i + size], dtype=np.float32)
+                if len(chunk) < size:
+                    chunk = np.concatenate([chunk, np.zeros((size - len(chunk),) + chunk.shape[1:], np.float32)])
+                batch[name] = chunk
+            yield batch, min(size, total - i)
+
+    def forward_all(self, blobs=None, **inputs) -> dict[str, np.ndarray]:
+        """pycaffe's forward_all: run any number of inputs through, a batch at a time.
+
+        Each input is an array whose first axis may be longer than the net's batch; the
+        result holds the outputs (and `blobs`) for every row, padding dropped.
+        """
+        if not inputs:
+            return {name: array.copy() for name, array in self.forward(blobs).items()}
+        parts: dict[str, list] = {}
+        for batch, real in self._batches(inputs):
+            for name, array in self.forward(blobs, **batch).items():
+                parts.setdefault(name, []).append(array[:real].copy())
+        return {name: np.concatenate(chunks) for name, chunks in parts.items()}
+
+    def forward_backward_all(self, blobs=None, diffs=None, **arrays):
+        """pycaffe's forward_backward_all: forward then backward, a batch at a time.
+
+        Keyword arrays name inputs (for forward) and outputs (their diffs, for backward).
+        Returns two dicts, the forward results and the backward results, padding dropped.
+        """
+        unknown = [name for name in arrays if name not in self.inputs and name not in self.outputs]
+        if unknown:
+            raise MinicaffeError(f"{unknown} are neither inputs {self.inputs} nor outputs "
+                                 f"{self.outputs} of net {self.name!r}")
+        outs: dict[str, list] = {}
+        grads: dict[str, list] = {}
+        batches = self._batches(arrays) if arrays else iter([({}, None)])
+        for batch, real in batches:
+            forward_in = {k: v for k, v in batch.items() if k in self.inputs}
+            backward_in = {k: v for k, v in batch.items() if k in self.outputs}
+            for name, array in self.forward(blobs, **forward_in).items():
+                outs.setdefault(name, []).append(array[:real].copy())
+            for name, array in self.backward(diffs, **backward_in).items():
+                grads.setdefault(name, []).append(array[:real].copy())
+        return ({name: np.concatenate(chunks) for name, chunks in outs.items()},
+                {name: np.concatenate(chunks) for name, chunks in grads.items()})
 
     # ---- weights in and out
     def share_trained_layers_with(self, other: "Net") -> None:
@@ -843,6 +933,10 @@ class Net:
     def save_hdf5(self, path, write_diff: bool = False) -> None:
         """Write the weights (and diffs if asked) as a .caffemodel.h5 in Caffe's layout."""
         hdf5.save_net(self, path, write_diff)
+
+    def load_hdf5(self, path) -> None:
+        """Copy weights by layer name from a .caffemodel.h5 (whatever its file name)."""
+        hdf5.copy_trained_layers(self, path)
 
     def __repr__(self) -> str:
         return f"<Net {self.name!r} phase={caffe_pb2.Phase.Name(self.phase)} layers={len(self.layers)}>"
