@@ -68,3 +68,16 @@ from minicaffe.layers import (  # noqa: F401  (imported for their @register_laye
     tile,
     window_data,
 )
+
+
+def __getattr__(name):
+    # pycaffe's `caffe.layers` is NetSpec's layer factory (`L.Convolution(...)`), while ours is
+    # this package of layer modules. They share the name without clashing because the modules
+    # are lower-case and layer types CamelCase: Python calls this hook only for names the
+    # package lacks, so a CamelCase one is a layer type to describe. net_spec is imported on
+    # first use, not at the top: loading the layer catalogue (which `import minicaffe` does)
+    # then never depends on the NetSpec machinery, and no import cycle can form through it.
+    if name[:1].isupper():
+        from minicaffe import net_spec
+        return getattr(net_spec.layers, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
