@@ -39,14 +39,29 @@ def layer_type_list() -> list[str]:
     return sorted(layer_registry())
 
 
+def has_nccl() -> bool:
+    """pycaffe's has_nccl: minicaffe has no NCCL (it runs on one device per process)."""
+    return False
+
+
+# Loaded on first use only: the solvers import the net and the data layers, and the rest
+# import optional libraries or each other.
+_LAZY = {
+    "get_solver": "minicaffe.solvers", "Solver": "minicaffe.solvers",
+    "SGDSolver": "minicaffe.solvers", "NesterovSolver": "minicaffe.solvers",
+    "AdaGradSolver": "minicaffe.solvers", "RMSPropSolver": "minicaffe.solvers",
+    "AdaDeltaSolver": "minicaffe.solvers", "AdamSolver": "minicaffe.solvers",
+    "Classifier": "minicaffe.classifier", "Detector": "minicaffe.detector",
+    "NetSpec": "minicaffe.net_spec", "to_proto": "minicaffe.net_spec", "params": "minicaffe.net_spec",
+}
+
+
 def __getattr__(name):
-    # The solvers import the net and the data layers: load them on first use only.
-    if name in ("get_solver", "SGDSolver", "NesterovSolver", "AdaGradSolver", "RMSPropSolver",
-                "AdaDeltaSolver", "AdamSolver", "Solver"):
-        import minicaffe.solvers as solvers
-        return getattr(solvers, name)
+    if name in _LAZY:
+        import importlib
+        return getattr(importlib.import_module(_LAZY[name]), name)
     raise AttributeError(f"module 'minicaffe' has no attribute {name!r}")
 
 
-__all__ = ["Blob", "Layer", "MinicaffeError", "Net", "TEST", "TRAIN", "get_solver", "SGDSolver",
-           "layer_type_list", "set_device", "set_mode_cpu", "set_mode_gpu", "set_random_seed"]
+__all__ = ["Blob", "Layer", "MinicaffeError", "Net", "TEST", "TRAIN", "has_nccl", "layer_type_list",
+           "set_device", "set_mode_cpu", "set_mode_gpu", "set_random_seed", *_LAZY]
