@@ -9,6 +9,9 @@
     minicaffe compute_image_mean DB [MEAN.binaryproto]
     minicaffe extract_features W.caffemodel MODEL BLOB[,BLOB] DB[,DB] NUM_BATCHES lmdb [CPU|GPU] [ID]
     minicaffe data mnist [--dest data/mnist]
+    minicaffe upgrade_net_proto_text OLD.prototxt NEW.prototxt
+    minicaffe upgrade_net_proto_binary OLD.caffemodel NEW.caffemodel
+    minicaffe upgrade_solver_proto_text OLD_solver.prototxt NEW_solver.prototxt
 
 Flags take Caffe's single dash too (`-solver x`, `-gpu=0`), so Caffe's shell scripts
 (`caffe train -solver examples/mnist/lenet_solver.prototxt`) work with the name changed.
@@ -279,8 +282,9 @@ def build_parser() -> argparse.ArgumentParser:
     _flag(p, "dest", default="data/mnist", help="the folder to download into (default: data/mnist)")
     p.set_defaults(func=data)
 
-    from minicaffe.tools import compute_image_mean, convert_imageset, draw, extract_features, plot, summary
-    for tool in (draw, plot, summary, convert_imageset, compute_image_mean, extract_features):
+    from minicaffe.tools import (compute_image_mean, convert_imageset, draw, extract_features, plot,
+                                 summary, upgrade)
+    for tool in (draw, plot, summary, convert_imageset, compute_image_mean, extract_features, upgrade):
         tool.register(verbs)
     return parser
 

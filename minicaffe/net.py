@@ -34,6 +34,8 @@ from minicaffe.layer import Layer, create_layer
 from minicaffe.proto import caffe_pb2
 from minicaffe import protoio
 from minicaffe.io import hdf5
+from minicaffe.upgrade import net_needs_upgrade, proto_shape_matches, upgrade_net_as_needed
+from minicaffe.upgrade import upgrade_inputs  # noqa: F401  (moved there; tools/draw.py imports it from here)
 
 log = logging.getLogger("minicaffe.net")
 
@@ -84,30 +86,6 @@ def filter_net(param):
             keep = not any(state_meets_rule(param.state, r) for r in layer.exclude)
         if keep:
             out.layer.add().CopyFrom(layer)
-    return out
-
-
-def upgrade_inputs(param):
-    """Turn the deprecated net-level `input` / `input_shape` / `input_dim` into an Input layer."""
-    if not param.input:
-        return param
-    out = caffe_pb2.NetParameter()
-    out.CopyFrom(param)
-    del out.input[:], out.input_shape[:], out.input_dim[:]
-    layer = caffe_pb2.LayerParameter(name="input", type="Input", top=list(param.input))
-    if param.input_shape:
-        layer.input_param.shape.extend(param.input_shape)
-    elif param.input_dim:
-        if len(param.input_dim) != 4 * len(param.input):
-            raise MinicaffeError(f"net {param.name!r}: input_dim needs 4 values per input "
-                                 f"({len(param.input)} input(s)), got {len(param.input_dim)}")
-        for i in range(len(param.input)):
-            layer.input_param.shape.add(dim=param.input_dim[4 * i: 4 * i + 4])
-    else:
-        raise MinicaffeError(f"net {param.name!r}: inputs {list(param.input)} have no input_shape")
-    del out.layer[:]
-    out.layer.add().CopyFrom(layer)
-    out.layer.extend(param.layer)
     return out
 
 
@@ -299,6 +277,9 @@ class Net:
         else:
             param = protoio.read_net_param(model)
             self.source = str(model)
+        # Files in an older Caffe format (V0/V1 layers, input fields, ...) are brought up
+        # to date first, as Caffe does on reading them; see minicaffe.upgrade.
+        upgrade_net_as_needed(param, self.source)
         if phase is not None:
             param.state.phase = phase
         if level:
@@ -313,13 +294,8 @@ class Net:
 
     # ---- construction
     def _init(self, in_param) -> None:
-        if in_param.layers:
-            raise MinicaffeError(
-                f"it is written in Caffe's legacy V1 format ({len(in_param.layers)} `layers` "
-                "entries), which minicaffe does not read yet; upgrade it with Caffe's "
-                "upgrade_net_proto_text / upgrade_net_proto_binary")
         self.phase = in_param.state.phase
-        param = insert_splits(filter_net(upgrade_inputs(in_param)))
+        param = insert_splits(filter_net(in_param))
         self.name = param.name
         self.param = param
         # Log each layer's mean |value| as it runs (Caffe's debug_info); the solver
@@ -859,6 +835,8 @@ class Net:
 
         Layers missing from this net are ignored (that is how finetuning works); a layer
         whose parameter shapes differ is an error: rename it to learn it from scratch.
+        A .caffemodel from an older Caffe (V0 or V1 layers) is upgraded first (see
+        minicaffe.upgrade), and its legacy 4-D blob shapes are matched as Caffe does.
         Which learnable layers got weights, and which kept their fillers, is logged; a
         file that gives weights to none of them is an error, since the net would then
         compute on its random initialisation as if it had been trained.
@@ -871,6 +849,11 @@ class Net:
         else:
             where = str(weights)
             source = protoio.read_binary(weights, caffe_pb2.NetParameter())
+        if net_needs_upgrade(source):
+            if source is weights:  # the caller's message is left as it was
+                source = caffe_pb2.NetParameter()
+                source.CopyFrom(weights)
+            upgrade_net_as_needed(source, where)
         copied = []
         for src in source.layer:
             if src.name not in self.layer_dict:
@@ -887,12 +870,12 @@ class Net:
                     stored.from_proto(proto)
                 except MinicaffeError as err:
                     raise MinicaffeError(f"{where}: {err}") from None
-                if stored.shape != blob.shape:
+                if not proto_shape_matches(proto, blob.shape):
                     raise MinicaffeError(
                         f"{where}: cannot copy param {j} weights of layer {src.name!r}; shape "
                         f"mismatch: the file has {stored.shape}, the net has {blob.shape}. To learn "
                         "this layer's parameters from scratch rather than copying them, rename the layer.")
-                blob.mutable_cpu_data()[...] = stored.cpu_data()
+                blob.mutable_cpu_data()[...] = stored.cpu_data().reshape(blob.shape)
             if target.blobs:
                 copied.append(src.name)
         self._report_copied_layers(where, source, copied)
@@ -901,13 +884,9 @@ class Net:
         learnable = [name for name, layer in self.layer_dict.items() if layer.blobs]
         missing = [name for name in learnable if name not in copied]
         if learnable and not copied:
-            legacy = len(source.layers) > 0
-            hint = ("it holds Caffe's legacy V1 `layers`, which minicaffe does not read yet; "
-                    "upgrade it with Caffe's upgrade_net_proto_binary" if legacy else
-                    f"its layers are {[layer.name for layer in source.layer][:12]}")
             raise MinicaffeError(f"{where}: no layer of net {self.name!r} got weights from this file "
-                                 f"({hint}); the net's learnable layers are {learnable}. Layers are "
-                                 "matched by name.")
+                                 f"(its layers are {[layer.name for layer in source.layer][:12]}); the "
+                                 f"net's learnable layers are {learnable}. Layers are matched by name.")
         log.info("Weights from %s: copied for %d of %d learnable layers%s", where, len(copied),
                  len(learnable), f" ({', '.join(copied)})" if copied else "")
         if missing:

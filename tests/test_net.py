@@ -308,10 +308,11 @@ def test_weights_that_match_no_layer_are_an_error(tmp_path, caplog):
     with pytest.raises(MinicaffeError, match=r"other.caffemodel: no layer of net 'two_heads' got weights "
                                              r".*learnable layers are \['a', 'b'\]"):
         Net(net_param(TWO_HEADS), TEST, weights=str(tmp_path / "other.caffemodel"))
-    # A legacy V1 file (field 2, `layers`, holding one layer named conv1) is recognised.
+    # A legacy V1 file (field 2, `layers`, holding one layer named conv1) is upgraded
+    # first, so the error names its layers too.
     v1 = tmp_path / "v1.caffemodel"
     v1.write_bytes(b"\x12\x07\x22\x05conv1")
-    with pytest.raises(MinicaffeError, match="legacy V1 `layers`"):
+    with pytest.raises(MinicaffeError, match=r"v1.caffemodel: no layer .*\(its layers are \['conv1'\]\)"):
         make_net(TWO_HEADS).copy_from(str(v1))
 
 

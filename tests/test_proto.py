@@ -149,10 +149,13 @@ def test_all_of_caffes_prototxts_are_found():
     assert len(caffe_prototxts()) == 63
 
 
-def test_a_v1_prototxt_is_named_as_legacy(tmp_path):
+def test_a_v1_prototxt_is_read_as_written_and_upgraded_by_the_net(tmp_path):
     path = tmp_path / "v1.prototxt"
-    path.write_text('name: "old"\nlayers {\n  name: "ip"\n  type: INNER_PRODUCT\n  bottom: "x"\n'
+    path.write_text('name: "old"\ninput: "x"\ninput_dim: 1\ninput_dim: 3\ninput_dim: 1\ninput_dim: 1\n'
+                    'layers {\n  name: "ip"\n  type: INNER_PRODUCT\n  bottom: "x"\n'
                     '  top: "y"\n  inner_product_param { num_output: 2 }\n}\n')
+    # protoio reads the file as it is; the Net brings it up to date (minicaffe.upgrade).
     assert protoio.read_net_param(path).layers[0].type == caffe_pb2.V1LayerParameter.INNER_PRODUCT
-    with pytest.raises(MinicaffeError, match=r"v1.prototxt: .*legacy V1 format \(1 `layers`"):
-        Net(str(path), TEST)
+    net = Net(str(path), TEST)
+    assert [layer.type for layer in net.layers] == ["Input", "InnerProduct"]
+    assert net.blobs["y"].shape == (1, 2)
