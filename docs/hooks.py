@@ -10,7 +10,10 @@
   `<!-- docstring: minicaffe.syncedmem -->` (a module's docstring) and
   `<!-- summary: examples/mnist/lenet.prototxt TEST -->` (`minicaffe summary`'s table),
   `<!-- drawings -->` (LeNet's TRAIN and TEST nets side by side),
-  `<!-- source: minicaffe/layers/tanh.py -->` (a whole file, as a code block).
+  `<!-- source: minicaffe/layers/tanh.py -->` (a whole file, as a code block),
+  `<!-- model-zoo: table -->` and `<!-- model-zoo: drawings -->` (the model-zoo page's
+  figures, from `gen_model_zoo.py`: computed from Caffe's definitions, the times read
+  from `docs/model_zoo_timings.json`, and each net drawn by `minicaffe.draw`).
 """
 from __future__ import annotations
 
@@ -31,6 +34,7 @@ for path in (str(ROOT), str(DOCS)):
         sys.path.insert(0, path)
 
 import gen_layer_pages  # noqa: E402
+import gen_model_zoo  # noqa: E402
 
 log = logging.getLogger("mkdocs.hooks.minicaffe")
 
@@ -86,10 +90,9 @@ def lenet_svg(phase: str) -> bytes | None:
     """LeNet drawn by `minicaffe draw` (None when Graphviz's `dot` is not installed)."""
     if shutil.which("dot") is None:
         return None
-    from minicaffe import protoio
-    from minicaffe.tools.draw import net_graph
+    from minicaffe import draw, protoio
     param = protoio.read_net_param(ROOT / "examples/mnist/lenet_train_test.prototxt")
-    return net_graph(param, "TB", phase).create(prog="dot", format="svg")
+    return draw.draw_net(param, "TB", ext="svg", phase=phase)
 
 
 def training_png() -> bytes:
@@ -157,6 +160,11 @@ def on_files(files, config):
             log.info("Graphviz's dot is not installed: the LeNet drawing is left out")
             break
         files.append(File.generated(config, f"assets/generated/lenet_{phase.lower()}.svg", content=svg))
+    zoo = gen_model_zoo.figures()
+    if not zoo:
+        log.info("Graphviz's dot or Caffe's model definitions are missing: the zoo drawings are left out")
+    for rel, svg in zoo.items():
+        files.append(File.generated(config, rel, content=svg))
     return files
 
 
@@ -164,6 +172,7 @@ _DOCSTRING = re.compile(r"<!--\s*docstring:\s*([\w.]+)\s*-->")
 _SUMMARY = re.compile(r"<!--\s*summary:\s*(\S+)\s+(TRAIN|TEST)\s*-->")
 _DRAWING = re.compile(r"<!--\s*drawings\s*-->")
 _SOURCE = re.compile(r"<!--\s*source:\s*(\S+)\s*-->")
+_ZOO = re.compile(r"<!--\s*model-zoo:\s*(table|drawings)\s*-->")
 _LANGUAGES = {".py": "python", ".cl": "c", ".toml": "toml"}
 
 
@@ -194,4 +203,5 @@ def on_page_markdown(markdown, page, config, files):
     markdown = _DOCSTRING.sub(lambda m: importlib.import_module(m[1]).__doc__.strip(), markdown)
     markdown = _SUMMARY.sub(_summary, markdown)
     markdown = _SOURCE.sub(_source, markdown)
+    markdown = _ZOO.sub(lambda m: getattr(gen_model_zoo, m[1])(), markdown)
     return _DRAWING.sub(_drawing, markdown)

@@ -2,6 +2,7 @@
 import functools
 import importlib.util
 import inspect
+import json
 import shutil
 import subprocess
 import sys
@@ -12,6 +13,13 @@ import pytest
 from minicaffe.layer import Layer, layer_registry
 
 ROOT = Path(__file__).resolve().parent.parent
+
+
+def load_model_zoo():
+    spec = importlib.util.spec_from_file_location("gen_model_zoo", ROOT / "docs/gen_model_zoo.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
 
 
 def load_generator():
@@ -170,6 +178,18 @@ def test_mkdocs_build_strict(tmp_path):
     how_to = (site / "how-to-add-a-layer/index.html").read_text()
     for shown in ("TanHLayer", "tanh_forward", "check_gradient_eltwise", "minicaffe/layers/tanh.py"):
         assert shown in how_to, shown
+    # The model zoo: a row and a section per net, and a drawing each where dot could make it.
+    from minicaffe.testing.zoo import ZOO
+    zoo = load_model_zoo()
+    page = (site / "model-zoo/index.html").read_text()
+    for net in ZOO:
+        assert f'id="{net.key}"' in page, net.key  # its section
+        # Its row: the table needs Caffe's definitions (../shared/caffe_models).
+        assert (f'<a href="#{net.key}">{net.title}</a></td>' in page) == zoo.models_available(), net.key
+        if zoo.can_draw():
+            assert zoo.drawing_path(net) in page
+            svg = (site / zoo.drawing_path(net)).read_bytes()
+            assert svg.lstrip().startswith(b"<?xml") and b"<svg" in svg, net.key
 
 
 def test_every_parameter_of_every_layer_says_what_it_means():
@@ -184,3 +204,79 @@ def test_every_parameter_of_every_layer_says_what_it_means():
             missing += [f"{layer_type}: {message.name}.{f.name}" for f in message.fields
                         if not comments.get((message.name, f.name))]
     assert missing == []
+
+
+# ---------------------------------------------------------------- the model-zoo page
+
+def zoo_net(key):
+    from minicaffe.testing.zoo import ZOO
+    return next(net for net in ZOO if net.key == key)
+
+
+def test_model_zoo_figures_by_hand():
+    from tests.zoo import require_caffe_models
+    require_caffe_models()
+    zoo = load_model_zoo()
+    lenet = zoo.row(zoo_net("lenet"))
+    # conv1 20x24x24 outputs of 1x5x5 products, conv2 50x8x8 of 20x5x5, ip1 500 of 800, ip2 10 of 500.
+    assert lenet["macs"] == 20 * 24 * 24 * 25 + 50 * 8 * 8 * 500 + 500 * 800 + 10 * 500 == 2_293_000
+    assert lenet["params"] == (20 * 25 + 20) + (50 * 500 + 50) + (500 * 800 + 500) + (10 * 500 + 10)
+    # Float32 blobs: data 784, conv1 11520, pool1 2880, conv2 3200, pool2 800, ip1 500 (relu1
+    # in place), ip2 10, prob 10.
+    assert lenet["activation_bytes"] == 4 * (784 + 11520 + 2880 + 3200 + 800 + 500 + 10 + 10)
+    assert lenet["memory_bytes"] == lenet["activation_bytes"] + 4 * lenet["params"]
+    assert (lenet["layers"], lenet["inputs"]) == (9, [(1, 1, 28, 28)])
+    # The autoencoder's eight inner products: 784-1000-500-250-30-250-500-1000-784.
+    sizes = [784, 1000, 500, 250, 30, 250, 500, 1000, 784]
+    pairs = list(zip(sizes, sizes[1:]))
+    auto = zoo.row(zoo_net("mnist_autoencoder"))
+    assert auto["macs"] == sum(a * b for a, b in pairs) == 2_833_000
+    assert auto["params"] == sum(a * b + b for a, b in pairs)
+
+
+def test_the_autoencoder_reads_an_input_instead_of_its_data_layers():
+    from tests.zoo import CAFFE_MODELS, require_caffe_models
+    require_caffe_models()
+    from minicaffe import protoio
+    from minicaffe.testing.zoo import zoo_net as build_param
+    original = protoio.read_net_param(CAFFE_MODELS / "examples/mnist/mnist_autoencoder.prototxt")
+    param = build_param(zoo_net("mnist_autoencoder"))
+    first, *rest = param.layer
+    assert (first.type, list(first.top), list(first.input_param.shape[0].dim)) == ("Input", ["data"], [1, 1, 28, 28])
+    assert rest == [layer for layer in original.layer if layer.type != "Data"]
+
+
+def test_model_zoo_table_reads_the_measured_file(tmp_path):
+    from tests.zoo import require_caffe_models
+    require_caffe_models()
+    zoo = load_model_zoo()
+    timings = tmp_path / "timings.json"
+    timings.write_text(json.dumps({
+        "date": "2024-01-02", "command": "python benchmarks/zoo_table.py", "rounds": 3, "min_repeats": 3,
+        "min_seconds": 6, "max_others": 0.2,
+        "machine": {"cpu": "Test CPU", "cores": 2, "system": "Linux", "python": "3.11", "numpy": "2.0",
+                    "blas": "openblas", "blas_threads": "default"},
+        "nets": {"lenet": {"forward_ms_min": 0.291, "noisy_rounds": 0},
+                 "resnet50": {"forward_ms_min": 166.56, "noisy_rounds": 1}}}))
+    rows = {line.split("|")[1].strip(): line.split("|")[-2].strip()
+            for line in zoo.table(timing_file=timings).splitlines() if line.startswith("| [")}
+    assert rows["[LeNet](#lenet)"] == "0.29" and rows["[ResNet-50](#resnet50)"] == "167 †"
+    assert rows["[GoogLeNet](#googlenet)"] == "not measured"
+    assert "Test CPU, 2 cores" in zoo.table(timing_file=timings)
+
+
+def test_model_zoo_page_without_the_definitions(tmp_path):
+    zoo = load_model_zoo()
+    missing = tmp_path / "nowhere"
+    assert "were not at" in zoo.table(models=missing)
+    drawings = zoo.drawings(models=missing)
+    assert "No drawings" in drawings and "assets/generated" not in drawings and zoo.figures(models=missing) == {}
+
+
+def test_the_committed_timings_cover_every_zoo_net():
+    """benchmarks/zoo_table.py wrote docs/model_zoo_timings.json for the nets ZOO lists now."""
+    from minicaffe.testing.zoo import ZOO
+    record = json.loads((ROOT / "docs/model_zoo_timings.json").read_text())
+    assert set(record["nets"]) == {net.key for net in ZOO}
+    assert all(m["forward_ms_min"] > 0 for m in record["nets"].values())
+    assert {"cpu", "cores", "numpy", "blas"} <= set(record["machine"])

@@ -22,6 +22,7 @@ import pytest
 from minicaffe import common, layer_type_list
 from minicaffe.net import TEST, Net
 from minicaffe.testing import zoo
+from minicaffe.testing.zoo import draw_weights
 from tests.zoo import CAFFE_MODELS, require_caffe_models
 
 # The deploy nets of Caffe's models/ and examples/, plus ResNet and SqueezeNet.
@@ -51,24 +52,6 @@ def at_batch_one(path):
     param = zoo.at_batch_one(CAFFE_MODELS / path)
     param.force_backward = True
     return param
-
-
-def draw_weights(net, rng):
-    for name, blobs in net.params.items():
-        kind = net.layer_dict[name].type
-        if kind == "BatchNorm":  # mean 0, variance 1, and the moving-average factor 1
-            blobs[0].data[...], blobs[1].data[...], blobs[2].data[...] = 0, 1, 1
-            continue
-        for i, blob in enumerate(blobs):
-            if i == 0 and blob.num_axes > 1:  # He: keeps the variance through ReLUs
-                fan_in = blob.count // blob.shape[0]
-                if kind == "Deconvolution":
-                    fan_in = blob.count // blob.shape[1]
-                blob.data[...] = rng.normal(0, np.sqrt(2 / fan_in), blob.shape)
-            elif kind == "Scale" and i == 0:  # residual sums grow by (1 + scale^2) a block
-                blob.data[...] = rng.uniform(0.1, 0.3, blob.shape)
-            else:
-                blob.data[...] = rng.uniform(-0.1, 0.1, blob.shape)
 
 
 def build(param, mode, seed):

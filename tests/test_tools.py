@@ -196,3 +196,68 @@ def test_summary_flops_of_a_deconvolution_by_hand(tmp_path):
                     '  convolution_param { num_output: 5 kernel_size: 2 stride: 2 } }\n')
     rows = {r["layer"]: r for r in summary.summarize(str(path), "TEST")["rows"]}
     assert rows["up"]["flops"] == 2 * 48 * 5 * 2 * 2
+
+
+def test_summary_counts_no_memory_for_tops_that_share_their_bottoms_data(tmp_path):
+    # `data` feeds two layers, so building inserts a Split whose two tops share its data;
+    # Flatten's top shares its bottom's data too. New memory: data (6), a (8), b (8).
+    model = tmp_path / "split.prototxt"
+    model.write_text("""
+layer { name: "data" type: "Input" top: "data" input_param { shape { dim: 2 dim: 3 } } }
+layer { name: "a" type: "InnerProduct" bottom: "data" top: "a" inner_product_param { num_output: 4 } }
+layer { name: "b" type: "InnerProduct" bottom: "data" top: "b" inner_product_param { num_output: 4 } }
+layer { name: "flat" type: "Flatten" bottom: "b" top: "flat" }
+""")
+    result = summary.summarize(model, "TEST")
+    rows = {r["layer"]: r for r in result["rows"]}
+    split = next(r for r in result["rows"] if r["type"] == "Split")
+    assert split["activation_bytes"] == 0 and rows["flat"]["activation_bytes"] == 0
+    assert result["totals"]["activation_bytes"] == 4 * (6 + 8 + 8)
+
+
+# ---------------------------------------------------------------- every model-zoo net
+
+def zoo_file(entry, tmp_path) -> Path:
+    """The zoo net as the docs' model-zoo page shows it (batch 1), written as a prototxt."""
+    from google.protobuf import text_format
+
+    from minicaffe.testing.zoo import zoo_net
+    path = tmp_path / f"{entry.key}.prototxt"
+    path.write_text(text_format.MessageToString(zoo_net(entry)))
+    return path
+
+
+def zoo_entries():
+    from minicaffe.testing.zoo import ZOO
+    return ZOO
+
+
+@pytest.mark.parametrize("entry", zoo_entries(), ids=lambda e: e.key)
+def test_summary_and_draw_on_every_zoo_net(tmp_path, capsys, entry):
+    from minicaffe import cli
+    from tests.zoo import require_caffe_models
+    require_caffe_models()
+    model = zoo_file(entry, tmp_path)
+    param = protoio.read_net_param(model)
+    # The deprecated net-level `input` fields (ResNet, SqueezeNet 1.0) build as a layer "input".
+    layers = ["input"] * bool(param.input) + [layer.name for layer in param.layer]
+    assert cli.main(["summary", "--model", str(model), "--phase", "TEST"]) == 0
+    table = capsys.readouterr().out.splitlines()
+    assert table[0] == f"Net {param.name!r}, phase TEST"
+    assert [line.split()[0] for line in table[3:-2] if "Split" not in line.split()[1]] == layers
+    assert cli.main(["draw", str(model), str(tmp_path / "net.dot"), "--phase", "TEST"]) == 0
+    source = (tmp_path / "net.dot").read_text()
+    assert source.count("shape=record") == len(layers)  # one box per layer
+
+
+@pytest.mark.parametrize("key", ["lenet", "cifar10_quick"])
+def test_time_on_small_zoo_nets(tmp_path, caplog, key):
+    import logging
+
+    from minicaffe import cli
+    from tests.zoo import require_caffe_models
+    require_caffe_models()
+    entry = next(e for e in zoo_entries() if e.key == key)
+    with caplog.at_level(logging.INFO, logger="minicaffe"):
+        assert cli.main(["time", "--model", str(zoo_file(entry, tmp_path)), "--iterations", "2"]) == 0
+    assert "Average Forward pass" in caplog.text and "Testing for 2 iterations." in caplog.text

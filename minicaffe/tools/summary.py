@@ -18,9 +18,11 @@ database and every shape is the real one, batch included), then each layer gets 
   read (`n` x kernel area). Layers that only move, share or load data (Data, Input,
   Split, Flatten, Reshape, Concat) count 0. Every other layer counts one per element
   of its first bottom: a rough figure for element-wise work (ReLU, Softmax, losses).
-* **activations**: the bytes of float32 data in the tops the layer creates. An
-  in-place top (ReLU writing over its bottom) creates nothing. Training keeps a diff
-  of the same size for each, so backward needs about twice this.
+* **activations**: the bytes of float32 data in the tops the layer creates. A top that
+  holds no data of its own creates nothing: an in-place top (ReLU writing over its
+  bottom), and the tops of Split, Flatten and Reshape, which share their bottom's data.
+  Training keeps a diff of the same size for most tops, so backward needs about twice
+  this.
 """
 from __future__ import annotations
 
@@ -54,7 +56,7 @@ def summarize(model, phase: str = "TRAIN", level: int = 0, stages=()) -> dict:
     if phase not in ("TRAIN", "TEST"):
         raise MinicaffeError(f"--phase must be TRAIN or TEST, got {phase!r}")
     net = Net(model, TRAIN if phase == "TRAIN" else TEST, level=level, stages=stages)
-    rows, seen_params, seen_tops = [], set(), set()
+    rows, seen_params, seen_data = [], set(), set()
     for record in net.layer_records:
         name, layer, bottom, top = record.name, record.layer, record.bottom_vec, record.top_vec
         params = 0
@@ -63,9 +65,13 @@ def summarize(model, phase: str = "TRAIN", level: int = 0, stages=()) -> dict:
             if id(blob.data_mem) not in seen_params:
                 seen_params.add(id(blob.data_mem))
                 params += blob.count
-        in_place = {id(b) for b in bottom}
-        new_tops = [t for t in top if id(t) not in in_place and id(t) not in seen_tops]
-        seen_tops.update(id(t) for t in top)
+        # A top whose data memory was met before (its bottom's, in place or shared) is no new memory.
+        seen_data.update(id(b.data_mem) for b in bottom)
+        new_tops = []
+        for t in top:
+            if id(t.data_mem) not in seen_data:
+                seen_data.add(id(t.data_mem))
+                new_tops.append(t)
         rows.append({"layer": name, "type": layer.type,
                      "top_shapes": [tuple(t.shape) for t in top], "params": params,
                      "flops": layer_flops(layer, bottom, top),
