@@ -25,6 +25,7 @@ _MODULES = {
     "proto": "minicaffe.proto",
     "proto.caffe_pb2": "minicaffe.proto.caffe_pb2",
     "io": "minicaffe.io",
+    "draw": "minicaffe.draw",
     "net_spec": "minicaffe.net_spec",
     "coord_map": "minicaffe.coord_map",
     "classifier": "minicaffe.classifier",
@@ -35,7 +36,7 @@ _MODULES = {
 }
 for _name, _target in _MODULES.items():
     sys.modules[f"{__name__}.{_name}"] = importlib.import_module(_target)
-for _name in ("proto", "io", "net_spec", "coord_map", "classifier", "detector", "layers"):
+for _name in ("proto", "io", "draw", "net_spec", "coord_map", "classifier", "detector", "layers"):
     globals()[_name] = sys.modules[f"{__name__}.{_name}"]
 del _name, _target
 

@@ -175,7 +175,8 @@ def get_pydot_graph(caffe_net, rankdir: str, label_edges: bool = True, phase=Non
                     display_lrm: bool = False):
     """A pydot.Dot of `caffe_net` (a NetParameter): one node per layer `phase` keeps and
     one per blob they name, one edge per bottom and per top."""
-    from minicaffe.net import filter_net, upgrade_inputs
+    from minicaffe.net import filter_net
+    from minicaffe.upgrade import upgrade_net_as_needed
 
     pydot = _pydot()
     if not isinstance(caffe_net, caffe_pb2.NetParameter):
@@ -184,7 +185,10 @@ def get_pydot_graph(caffe_net, rankdir: str, label_edges: bool = True, phase=Non
     if rankdir not in RANKDIRS:
         raise MinicaffeError(f"rankdir must be one of {', '.join(RANKDIRS)}, got {rankdir!r}")
     phase = _phase(phase)
-    param = upgrade_inputs(caffe_net)
+    # Today's format: a V0/V1 file draws its layers, net-level inputs draw as an Input layer.
+    param = caffe_pb2.NetParameter()
+    param.CopyFrom(caffe_net)
+    upgrade_net_as_needed(param, param.name or "the net")
     if phase is not None:
         # The layers of a net built in `phase`: filter_net reads the phase from the state.
         stated = caffe_pb2.NetParameter()

@@ -229,3 +229,15 @@ def test_bad_arguments_are_named():
         draw.get_pydot_graph(caffe_pb2.NetParameter(), "UP")
     with pytest.raises(MinicaffeError, match="phase"):
         draw.get_pydot_graph(caffe_pb2.NetParameter(), "LR", phase=7)
+
+
+def test_a_v1_net_draws_its_layers_upgraded():
+    """A V1 file (`layers` with enum types) is drawn as the net it upgrades to."""
+    v1 = text_format.Parse("""name: "old"
+        input: "x" input_dim: 1 input_dim: 1 input_dim: 4 input_dim: 4
+        layers { name: "ip" type: INNER_PRODUCT bottom: "x" top: "ip" inner_product_param { num_output: 2 } }
+        layers { name: "relu" type: RELU bottom: "ip" top: "ip" }""", caffe_pb2.NetParameter())
+    source = draw.get_pydot_graph(v1, "LR").to_string()
+    for label in ("(Input)", "(InnerProduct)", "(ReLU)"):
+        assert label in source
+    assert len(v1.layers) == 2 and not v1.layer  # the caller's message is left as it was
