@@ -5,7 +5,9 @@
 * every lesson in `lessons/` gets a page (its README, then its exercise), under "Lessons";
 * figures: the learning-rate policies plotted with `minicaffe.solver.learning_rate`,
   LeNet drawn by `minicaffe draw`, the LeNet training curves by `minicaffe plot`
-  (from the committed log `docs/assets/lenet_train.log`);
+  (from the committed log `docs/assets/lenet_train.log`), and data-parallel training's
+  speed on 1 and 2 ranks (from `docs/parallel_figures.json`, written by
+  `benchmarks/parallel.py`);
 * directives in hand-written pages, replaced by text read from the code:
   `<!-- docstring: minicaffe.syncedmem -->` (a module's docstring) and
   `<!-- summary: examples/mnist/lenet.prototxt TEST -->` (`minicaffe summary`'s table),
@@ -103,6 +105,46 @@ def training_png() -> bytes:
         return out.read_bytes()
 
 
+def parallel_svg() -> bytes:
+    """LeNet on 1 and 2 MPI ranks, and the Allreduce each iteration, from the benchmark's json."""
+    import json
+
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    figures = json.loads((DOCS / "parallel_figures.json").read_text())
+    runs = figures["runs"]
+    fig, (speed, comm) = plt.subplots(1, 2, figsize=(10, 3.8))
+    labels = [f"{r['ranks']} rank{'s' if r['ranks'] > 1 else ''}" for r in runs]
+    images = [r["images_per_second"] for r in runs]
+    bars = speed.bar(labels, images, color=["C0", "C1", "C2", "C3"][:len(runs)])
+    for bar, run in zip(bars, runs):
+        speed.annotate(f"{run['iterations_per_second']:.1f} iter/s\n{run['images_per_second']:.0f} img/s",
+                       (bar.get_x() + bar.get_width() / 2, bar.get_height()), ha="center",
+                       va="bottom", fontsize=9)
+    speed.set_ylabel("training images per second")
+    speed.set_ylim(0, max(images) * 1.3)
+    speed.set_title(f"LeNet, batch {figures['batch_per_rank']} per rank", fontsize=10)
+    multi = next(r for r in runs if r["ranks"] > 1)
+    ways = [("one message\n(minicaffe)", multi["allreduce_s"]),
+            (f"{multi['parameter_blobs']} messages\n(one per blob)", multi["allreduce_per_blob_s"]),
+            ("one message\nfilled by copies", multi["allreduce_packed_with_copies_s"])]
+    bars = comm.bar([w for w, _ in ways], [1e3 * t for _, t in ways], color="C1")
+    for bar, (_, t) in zip(bars, ways):
+        comm.annotate(f"{1e3 * t:.2f} ms", (bar.get_x() + bar.get_width() / 2, bar.get_height()),
+                      ha="center", va="bottom", fontsize=9)
+    comm.set_ylabel("ms per iteration")
+    comm.set_ylim(0, 1e3 * max(t for _, t in ways) * 1.3)
+    comm.set_title(f"Allreduce of {multi['parameters']:,} gradients, {multi['ranks']} ranks "
+                   f"(training: {1e3 * multi['seconds_per_iteration']:.0f} ms/iter)", fontsize=10)
+    fig.tight_layout()
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="svg")
+    plt.close(fig)
+    return buffer.getvalue()
+
+
 # ---------------------------------------------------------------- lessons
 
 LESSONS = ROOT / "lessons"
@@ -154,6 +196,7 @@ def on_files(files, config):
         files.append(File.generated(config, rel, content=text))
     files.append(File.generated(config, "assets/generated/lr_policies.svg", content=lr_policies_svg()))
     files.append(File.generated(config, "assets/generated/lenet_training.png", content=training_png()))
+    files.append(File.generated(config, "assets/generated/parallel.svg", content=parallel_svg()))
     for phase in ("TRAIN", "TEST"):
         svg = lenet_svg(phase)
         if svg is None:

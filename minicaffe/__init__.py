@@ -11,7 +11,8 @@ The package can stand in for pycaffe in everyday scripts:
 """
 import minicaffe.layers  # noqa: F401  (fills the layer registry)
 from minicaffe.blob import Blob
-from minicaffe.common import MinicaffeError, set_random_seed
+from minicaffe.common import (MinicaffeError, set_random_seed, set_solver_count, set_solver_rank,
+                              solver_count, solver_rank)
 from minicaffe.layer import Layer, layer_registry
 from minicaffe.net import TEST, TRAIN, Net
 
@@ -40,7 +41,8 @@ def layer_type_list() -> list[str]:
 
 
 def has_nccl() -> bool:
-    """pycaffe's has_nccl: minicaffe has no NCCL (it runs on one device per process)."""
+    """pycaffe's has_nccl: minicaffe has no NCCL; its multi-device training runs one
+    process per device and sums gradients over MPI (`minicaffe.parallel`)."""
     return False
 
 
@@ -64,4 +66,5 @@ def __getattr__(name):
 
 
 __all__ = ["Blob", "Layer", "MinicaffeError", "Net", "TEST", "TRAIN", "has_nccl", "layer_type_list",
-           "set_device", "set_mode_cpu", "set_mode_gpu", "set_random_seed", *_LAZY]
+           "set_device", "set_mode_cpu", "set_mode_gpu", "set_random_seed", "set_solver_count",
+           "set_solver_rank", "solver_count", "solver_rank", *_LAZY]

@@ -22,6 +22,10 @@ device works (you asked for it). Without `--gpu`, a solver file's `solver_mode: 
 (Caffe's examples set it) uses the device when one works, and otherwise warns in one
 line and trains on numpy.
 
+Many processes: `mpiexec -n N minicaffe train ...` trains N data-parallel solvers (see
+`minicaffe.parallel`); `--gpu 0,1` then gives rank r the r-th device id (modulo the list).
+An error on any rank prints `minicaffe: error: rank R of N: ...` and stops every rank.
+
 Signals, as in Caffe: SIGINT (Ctrl-C) stops training after the current iteration (the
 final snapshot is written if snapshot_after_train, the default), SIGHUP writes a
 snapshot and carries on; `--sigint_effect` / `--sighup_effect` choose stop, snapshot
@@ -35,10 +39,12 @@ from __future__ import annotations
 import argparse
 import logging
 import sys
+import traceback
 
 import numpy as np
 
 from minicaffe import log as glog  # noqa: F401  (installs the glog handler)
+from minicaffe import common
 from minicaffe.common import MinicaffeError
 
 logger = logging.getLogger("minicaffe.caffe")
@@ -48,7 +54,8 @@ PROG = "minicaffe"
 # ---------------------------------------------------------------- shared flag handling
 
 def parse_gpus(flag: str | None) -> list[int]:
-    """`--gpu 0`, `--gpu 0,1` or `--gpu all` (which means device 0 here: one device at a time)."""
+    """`--gpu 0`, `--gpu 0,1` or `--gpu all` (which means device 0 here: one device per
+    process; under mpiexec, train gives each rank its own id from the list)."""
     if not flag:
         return []
     if flag == "all":
@@ -81,6 +88,7 @@ def _select_engine(args) -> None:
 # ---------------------------------------------------------------- verbs
 
 def train(args) -> int:
+    from minicaffe import parallel
     from minicaffe.engine import select_mode
     from minicaffe.proto import caffe_pb2
     from minicaffe.signals import SignalHandler
@@ -92,6 +100,9 @@ def train(args) -> int:
     if args.snapshot and args.weights:
         raise MinicaffeError("Give a snapshot to resume training or weights to finetune but not both "
                              f"(got --snapshot {args.snapshot} and --weights {args.weights}).")
+    # Under `mpiexec -n N` (N > 1) this process becomes solver `rank` of N; first of all,
+    # so that only rank 0 logs from here on.
+    comm = parallel.init_from_launcher()
     param = read_solver_file(args.solver)
     param.train_state.level = args.level
     param.train_state.stage.extend(parse_stages(args.stage))
@@ -101,9 +112,15 @@ def train(args) -> int:
     asked_for_gpu = bool(gpus)
     if not gpus and param.solver_mode == caffe_pb2.SolverParameter.GPU:
         gpus = [param.device_id]
-    gpus = _one_device(gpus)
-    if gpus:
+    if comm is not None and gpus:
+        # As Caffe's --gpu 0,1: one device per solver; here rank r takes the r-th id,
+        # and ranks share devices when there are more ranks than ids.
         logger.info("Using GPUs %s", ", ".join(map(str, gpus)))
+        gpus = [gpus[common.solver_rank() % len(gpus)]]
+    elif gpus:
+        gpus = _one_device(gpus)
+        logger.info("Using GPUs %s", ", ".join(map(str, gpus)))
+    if gpus:
         param.solver_mode = caffe_pb2.SolverParameter.GPU
         param.device_id = gpus[0]
     else:
@@ -116,6 +133,10 @@ def train(args) -> int:
         param.ClearField("weights")
     if args.weights:
         param.weights.append(args.weights)
+    if not common.root_solver():
+        # Rank 0 reads the weights (and any snapshot) and broadcasts them: the files
+        # need to be on its machine only.
+        param.ClearField("weights")
     # As in caffe.cpp, the handler is in place before the solver is built: a signal
     # while the nets are set up or the snapshot is restored is not lost (nor fatal),
     # but acted on at the first iteration's check.
@@ -125,9 +146,11 @@ def train(args) -> int:
     with SignalHandler(args.sigint_effect, args.sighup_effect) as signals:
         solver = get_solver(param, args.solver)
         solver.action_request_function = signals.check_for_signals
-        if args.snapshot:
+        if args.snapshot and common.root_solver():
             logger.info("Resuming from %s", args.snapshot)
             solver.restore(args.snapshot)
+        if comm is not None:
+            parallel.MPIDataParallel(solver, comm)
         logger.info("Starting Optimization")
         # numpy's overflow warnings would only repeat, less precisely, what the solver
         # says when the loss stops being finite (the iteration and the first layer at fault).
@@ -238,7 +261,8 @@ def build_parser() -> argparse.ArgumentParser:
     _flag(p, "snapshot", help="optional; the .solverstate to resume training from")
     _flag(p, "weights", help="optional; pretrained .caffemodel(s) to finetune from, separated by ','. "
                              "Cannot be set together with --snapshot")
-    _flag(p, "gpu", help="optional; run in GPU mode on this device id ('all' means device 0)")
+    _flag(p, "gpu", help="optional; run in GPU mode on this device id ('all' means device 0); "
+                         "under mpiexec, a list 0,1 gives rank r the r-th id")
     _flag(p, "level", type=int, default=0, help="optional; the train net's level")
     _flag(p, "stage", help="optional; the train net's stages, separated by ','")
     _flag(p, "sigint_effect", default="stop", choices=("stop", "snapshot", "none"),
@@ -289,14 +313,29 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _rank_prefix() -> str:
+    """`rank 1 of 2: ` in data-parallel training, so an error says which process failed."""
+    count = common.solver_count()
+    return f"rank {common.solver_rank()} of {count}: " if count > 1 else ""
+
+
 def error_paragraph(err: BaseException) -> str:
     """`minicaffe: error: ...` as one paragraph (no blank lines, no traceback)."""
     lines = [line.rstrip() for line in str(err).strip().splitlines() if line.strip()]
-    return f"{PROG}: error: " + "\n".join(lines or [type(err).__name__])
+    return f"{PROG}: error: {_rank_prefix()}" + "\n".join(lines or [type(err).__name__])
 
 
 def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
+    code = _run(args)
+    if code and common.solver_count() > 1:
+        # The other ranks may be waiting for this one in the next Allreduce: stop them all.
+        from minicaffe import parallel
+        parallel.abort(code)
+    return code
+
+
+def _run(args) -> int:
     try:
         return args.func(args)
     except MinicaffeError as err:
@@ -312,6 +351,12 @@ def main(argv=None) -> int:
     except KeyboardInterrupt:
         print(f"{PROG}: interrupted", file=sys.stderr)
         return 130
+    except Exception:  # a bug: its traceback, but with MPI also the rank, and all ranks end
+        if common.solver_count() <= 1:
+            raise
+        print(f"{PROG}: error: {_rank_prefix()}unexpected error\n{traceback.format_exc()}",
+              file=sys.stderr, end="")
+        return 1
 
 
 if __name__ == "__main__":

@@ -4,6 +4,11 @@ Caffe keeps one `Caffe` singleton holding the mode (CPU or GPU), the device and 
 random generator. minicaffe keeps the same three things as module state; everything
 that draws random numbers (fillers, dropout, data shuffling, mirroring, cropping)
 draws from `rng()`, so `set_random_seed(s)` makes a whole training run repeatable.
+
+Two more numbers describe data-parallel training (`minicaffe.parallel`): how many
+solvers train together (`solver_count`) and which one this process is (`solver_rank`,
+0 is the root). Data layers read them to take their share of the items; only the root
+solver logs, tests and snapshots. A plain run is one solver of rank 0.
 """
 from __future__ import annotations
 
@@ -17,6 +22,8 @@ CPU, GPU = "cpu", "gpu"
 _mode = CPU
 _device_id = 0
 _rng = np.random.default_rng()
+_solver_count = 1
+_solver_rank = 0
 
 
 class MinicaffeError(Exception):
@@ -62,6 +69,35 @@ def device_id() -> int:
 def set_device(device: int) -> None:
     global _device_id
     _device_id = int(device)
+
+
+def solver_count() -> int:
+    """How many solvers train together, one per process (Caffe's Caffe::solver_count())."""
+    return _solver_count
+
+
+def set_solver_count(count: int) -> None:
+    global _solver_count
+    if int(count) < 1:
+        raise ValueError(f"solver_count must be at least 1, got {count}")
+    _solver_count = int(count)
+
+
+def solver_rank() -> int:
+    """This process's solver among `solver_count()`, from 0 (Caffe's Caffe::solver_rank())."""
+    return _solver_rank
+
+
+def set_solver_rank(rank: int) -> None:
+    global _solver_rank
+    if int(rank) < 0:
+        raise ValueError(f"solver_rank must be at least 0, got {rank}")
+    _solver_rank = int(rank)
+
+
+def root_solver() -> bool:
+    """True in the solver that logs, tests and snapshots (rank 0; Caffe's root_solver())."""
+    return _solver_rank == 0
 
 
 def rng() -> np.random.Generator:

@@ -11,6 +11,9 @@ SolverParameter (`lenet_solver.prototxt`). One iteration of `step` is:
    and the net applies `data -= diff`;
 5. `iter += 1`, snapshot every `snapshot` iterations, and obey SIGINT/SIGHUP.
 
+In data-parallel training (`minicaffe.parallel`) every process runs this loop on its own
+share of the data; only the root solver (rank 0) tests and snapshots, as in Caffe.
+
 `iter` always counts the updates made so far, so a snapshot named `_iter_500` holds the
 weights after 500 updates, and resuming from it continues as if never interrupted.
 
@@ -182,8 +185,10 @@ class Solver:
         # pycaffe: building a solver does not switch it. `minicaffe train` picks the engine
         # from --gpu or solver_mode before it builds the solver, as Caffe's tool does.
         # Seed before any net exists: fillers draw the initial weights while nets are built.
+        # In data-parallel training each solver seeds random_seed + its rank, as Caffe
+        # does, so dropout and the like differ per solver (rank 0's weights are broadcast).
         if param.random_seed >= 0:
-            common.set_random_seed(param.random_seed)
+            common.set_random_seed(param.random_seed + common.solver_rank())
         self.net: Net = self.init_train_net()
         self.test_nets: list[Net] = self.init_test_nets()
         self.load_weights()
@@ -213,7 +218,7 @@ class Solver:
 
         As in Caffe, the prefix's directory must exist: it is never created for you.
         """
-        if not self.param.snapshot:
+        if not self.param.snapshot or not common.root_solver():  # only the root snapshots
             return
         if not self.param.HasField("snapshot_prefix"):
             raise MinicaffeError(f"{self.source}: snapshot is set but snapshot_prefix is not")
@@ -339,7 +344,7 @@ class Solver:
             while self.iter < stop_iter:
                 self.net.clear_param_diffs()
                 if p.test_interval and self.iter % p.test_interval == 0 and \
-                        (self.iter > 0 or p.test_initialization):
+                        (self.iter > 0 or p.test_initialization) and common.root_solver():
                     self.test_all()
                     if self.requested_early_exit:
                         break  # a stop was asked for while testing
@@ -372,7 +377,8 @@ class Solver:
                 bar.set_postfix_str(f"loss={fmt(self.smoothed_loss)}", refresh=False)
 
                 request = self.requested_action()
-                if (p.snapshot and self.iter % p.snapshot == 0) or request == SolverAction.SNAPSHOT:
+                if ((p.snapshot and self.iter % p.snapshot == 0) or request == SolverAction.SNAPSHOT) \
+                        and common.root_solver():
                     self.snapshot()
                 if request == SolverAction.STOP:
                     self.requested_early_exit = True
@@ -422,7 +428,8 @@ class Solver:
                 start_iter = self.iter
                 self.step(p.max_iter - self.iter)
                 # A final snapshot, unless this iteration was just saved.
-                if p.snapshot_after_train and (not p.snapshot or self.iter % p.snapshot != 0):
+                if p.snapshot_after_train and (not p.snapshot or self.iter % p.snapshot != 0) \
+                        and common.root_solver():
                     self.snapshot()
                 if self.requested_early_exit:
                     logger.info("Optimization stopped early.")
@@ -432,7 +439,7 @@ class Solver:
                     loss = self.net.forward_loss()
                     self.update_smoothed_loss(loss, start_iter, p.average_loss)
                     logger.info("Iteration %d, loss = %s", self.iter, fmt(self.smoothed_loss))
-                if p.test_interval and self.iter % p.test_interval == 0:
+                if p.test_interval and self.iter % p.test_interval == 0 and common.root_solver():
                     self.test_all()
                 logger.info("Optimization Done.")
         finally:

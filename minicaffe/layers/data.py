@@ -33,6 +33,13 @@ class DataLayer(PrefetchingDataLayer):
     `batch_size`, $n$ records in the database and $r$ the `rand_skip` offset (uniform in
     $[0, \text{rand\_skip})$, drawn once at setup; 0 by default). Reading wraps to the
     first record at the end, as Caffe does ("Restarting data prefetching from start.").
+
+    In data-parallel training (`minicaffe.parallel`: $N$ = `solver_count()` solvers, this
+    one of rank $q$) a TRAIN-phase layer takes every $N$-th record from its own:
+    batch $k$ holds records $(r + q + N(kB + i)) \bmod n$, so the $N$ solvers' batches $k$
+    together are the records one solver would read as batches $kN \dots kN + N - 1$
+    (Caffe's DataLayer::Skip: record $o$ goes to rank $o \bmod N$). A TEST-phase layer
+    reads every record, since only rank 0 tests.
     The source is an LMDB or, with `backend: LEVELDB` (Caffe's default), a LevelDB;
     both are read in key order (`minicaffe.io.db`).
     Each record is a serialized `Datum`, transformed by `transform_param` (crop,
@@ -79,6 +86,12 @@ class DataLayer(PrefetchingDataLayer):
         self.datum_shape = self.read_datum(*self.db.read(0))[0].shape
         self.top_shape = (self.batch_size, *self.transformer.output_shape(self.datum_shape))
         self.skip = int(common.rng().integers(p.rand_skip)) if p.rand_skip else 0
+        # This solver's share of the records; read once here, so set the count and rank
+        # (minicaffe.parallel.init) before building the net.
+        if self.phase == caffe_pb2.TRAIN:
+            self.solver_count, self.solver_rank = common.solver_count(), common.solver_rank()
+        else:
+            self.solver_count, self.solver_rank = 1, 0
         if self.skip:
             log.info("%s: skipping first %d data points", self.owner, self.skip)
         log.info("%s: output data size: %s", self.owner, ",".join(map(str, self.top_shape)))
@@ -91,16 +104,21 @@ class DataLayer(PrefetchingDataLayer):
             top[1].reshape(self.batch_size)
 
     # ---- reading
+    def offsets(self, batch_index: int) -> np.ndarray:
+        """How far into the endless, wrapping stream of records batch `batch_index`'s
+        records are (this solver's share of it)."""
+        items = batch_index * self.batch_size + np.arange(self.batch_size)
+        return self.skip + self.solver_rank + self.solver_count * items
+
     def positions(self, batch_index: int) -> np.ndarray:
         """Record positions of batch `batch_index`."""
-        start = self.skip + batch_index * self.batch_size
-        return (start + np.arange(self.batch_size)) % len(self.db)
+        return self.offsets(batch_index) % len(self.db)
 
     def load_batch(self, batch_index: int) -> tuple[np.ndarray, np.ndarray]:
         """Read and transform batch `batch_index`: (data, labels) as float32 arrays."""
-        start = self.skip + batch_index * self.batch_size
-        positions = self.positions(batch_index)
-        if np.any((positions == 0) & (start + np.arange(self.batch_size) > 0)):
+        offsets = self.offsets(batch_index)
+        positions = offsets % len(self.db)
+        if np.any((positions < self.solver_count) & (offsets >= self.solver_count)):
             log.debug("%s: Restarting data prefetching from start.", self.owner)
         images = np.empty((self.batch_size, *self.datum_shape), dtype=np.float32)
         labels = np.empty(self.batch_size, dtype=np.float32)
