@@ -12,6 +12,7 @@
     minicaffe upgrade_net_proto_text OLD.prototxt NEW.prototxt
     minicaffe upgrade_net_proto_binary OLD.caffemodel NEW.caffemodel
     minicaffe upgrade_solver_proto_text OLD_solver.prototxt NEW_solver.prototxt
+    minicaffe export_onnx --model deploy.prototxt --weights W.caffemodel --output M.onnx
 
 Flags take Caffe's single dash too (`-solver x`, `-gpu=0`), so Caffe's shell scripts
 (`caffe train -solver examples/mnist/lenet_solver.prototxt`) work with the name changed.
@@ -306,9 +307,10 @@ def build_parser() -> argparse.ArgumentParser:
     _flag(p, "dest", default="data/mnist", help="the folder to download into (default: data/mnist)")
     p.set_defaults(func=data)
 
-    from minicaffe.tools import (compute_image_mean, convert_imageset, draw, extract_features, plot,
-                                 summary, upgrade)
-    for tool in (draw, plot, summary, convert_imageset, compute_image_mean, extract_features, upgrade):
+    from minicaffe.tools import (compute_image_mean, convert_imageset, draw, export_onnx,
+                                 extract_features, plot, summary, upgrade)
+    for tool in (draw, plot, summary, convert_imageset, compute_image_mean, extract_features, upgrade,
+                 export_onnx):
         tool.register(verbs)
     return parser
 
