@@ -2,6 +2,8 @@
 
     minicaffe train --solver lenet_solver.prototxt [--snapshot S.solverstate | --weights W[,W2]] [--gpu 0]
     minicaffe test  --model lenet_train_test.prototxt --weights W.caffemodel --iterations 100 [--gpu 0]
+    minicaffe test  --quantized Q.h5 --model lenet_train_test.prototxt [--weights W] --iterations 100
+    minicaffe quantize --model M --weights W --calibration-batches 10 --output Q.h5
     minicaffe time  --model lenet_train_test.prototxt [--iterations 50] [--gpu 0] [--phase TRAIN]
     minicaffe device_query [--gpu 0]
     minicaffe convert_mnist_data IMAGES LABELS DB [--backend lmdb]
@@ -166,14 +168,19 @@ def test(args) -> int:
 
     if not args.model:
         raise MinicaffeError("Need a model definition to score: give --model FILE.")
-    if not args.weights:
+    if not args.weights and not args.quantized:
         raise MinicaffeError("Need model weights to score: give --weights FILE.caffemodel.")
     if args.iterations < 1:
         raise MinicaffeError(f"--iterations must be at least 1, got {args.iterations}")
     _select_engine(args)
 
-    net = Net(args.model, TEST, level=args.level, stages=parse_stages(args.stage))
-    net.copy_trained_layers_from(args.weights)
+    if args.quantized:  # int8 Convolution / InnerProduct (minicaffe/quantize.py); --weights
+        from minicaffe.quantize import QuantizedNet  # then only for the other layers' parameters
+        net = QuantizedNet(args.model, args.quantized, weights=args.weights, phase=TEST,
+                           level=args.level, stages=parse_stages(args.stage))
+    else:
+        net = Net(args.model, TEST, level=args.level, stages=parse_stages(args.stage))
+        net.copy_trained_layers_from(args.weights)
     logger.info("Running for %d iterations.", args.iterations)
     totals: list[float] = []
     loss = 0.0
@@ -275,6 +282,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = verbs.add_parser("test", help="score a model")
     _flag(p, "model", help="the model definition protocol buffer text file")
     _flag(p, "weights", help="the trained .caffemodel to score")
+    _flag(p, "quantized", help="optional; score this int8 model (from `minicaffe quantize`) instead; "
+                               "--weights is then needed only for layers it does not hold")
     _flag(p, "iterations", type=int, default=50, help="the number of batches to run (default: 50)")
     _flag(p, "gpu", help="optional; run in GPU mode on this device id")
     _flag(p, "level", type=int, default=0, help="optional; the net's level")
@@ -308,9 +317,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=data)
 
     from minicaffe.tools import (compute_image_mean, convert_imageset, draw, export_onnx,
-                                 extract_features, plot, summary, upgrade)
+                                 extract_features, plot, quantize, summary, upgrade)
     for tool in (draw, plot, summary, convert_imageset, compute_image_mean, extract_features, upgrade,
-                 export_onnx):
+                 quantize, export_onnx):
         tool.register(verbs)
     return parser
 
