@@ -142,10 +142,17 @@ LAYER_FAMILY = {
     "EuclideanLoss": "loss", "HingeLoss": "loss", "SigmoidCrossEntropyLoss": "loss",
     "Accuracy": "loss", "ContrastiveLoss": "loss",
 }
+# minicaffe's own layer types (extensions, not in Caffe), each in the family it belongs to;
+# kept apart from Caffe's catalogue above, the index lists them after Caffe's types.
+EXTENSION_FAMILY = {
+    "DistillationLoss": "loss",  # Hinton et al.'s soft targets (minicaffe/layers/distillation_loss.py)
+}
 
 
 def family_of(layer_type: str) -> str:
     """The family key of a layer type; a type outside Caffe's catalogue must be added above."""
+    if layer_type in EXTENSION_FAMILY:
+        return EXTENSION_FAMILY[layer_type]
     if layer_type not in LAYER_FAMILY:
         raise ValueError(f"layer type {layer_type!r} has no family: add it to LAYER_FAMILY in "
                          f"docs/gen_layer_pages.py (one of {', '.join(FAMILIES)})")
@@ -154,7 +161,7 @@ def family_of(layer_type: str) -> str:
 
 def types_by_family(types) -> dict[str, list[str]]:
     """{family: the given types of that family, in LAYER_FAMILY's order}, every family present."""
-    order = {t: i for i, t in enumerate(LAYER_FAMILY)}
+    order = {t: i for i, t in enumerate({**LAYER_FAMILY, **EXTENSION_FAMILY})}
     grouped = {family: [] for family in FAMILIES}
     for t in sorted(types, key=lambda t: order.get(t, -1)):
         grouped[family_of(t)].append(t)
@@ -479,10 +486,13 @@ def layer_page(layer_type: str, cls: type[Layer], comments: dict) -> str:
 def index_page(registry: dict[str, type[Layer]]) -> str:
     """layers/index.md: the registered types grouped by family, one table per family, each
     family's section with a fixed anchor (`#loss`) that the layer pages link to."""
+    caffes = [t for t in registry if t in LAYER_FAMILY]
+    own = sorted(t for t in registry if t in EXTENSION_FAMILY)
+    ours = f", and {len(own)} of minicaffe's own: {', '.join(own)}" if own else ""
     out = ["# Layers", "",
-           f"One page per layer type minicaffe registers ({len(registry)} of Caffe's "
-           f"{len(LAYER_FAMILY)}), generated from the layer's module, its kernel and its tests. "
-           "The types are grouped by family as in Caffe's own layer catalogue.", ""]
+           f"One page per layer type minicaffe registers ({len(caffes)} of Caffe's "
+           f"{len(LAYER_FAMILY)}{ours}), generated from the layer's module, its kernel and its "
+           "tests. The types are grouped by family as in Caffe's own layer catalogue.", ""]
     for family, types in types_by_family(registry).items():
         title, intro = FAMILIES[family]
         out += [f"## {title} {{ #{family} }}", "", intro, ""]

@@ -103,11 +103,25 @@ CAFFE_MESSAGES = """
     TileParameter ThresholdParameter WindowDataParameter SPPParameter V1LayerParameter
     V0LayerParameter""".split()
 
+# minicaffe's own messages and LayerParameter fields (extensions, not in Caffe's schema):
+# field numbers from 10000, far above Caffe's (all below 1100), so no field Caffe adds can clash.
+EXTENSION_MESSAGES = {"DistillationParameter"}
+EXTENSION_LAYER_FIELDS = {"distillation_param": 10001}
+
 
 def test_every_caffe_message_is_in_the_schema():
     # The list above is the table of contents of BVLC Caffe's caffe.proto: 63 messages.
     assert len(CAFFE_MESSAGES) == 63
-    assert set(caffe_pb2.DESCRIPTOR.message_types_by_name) == set(CAFFE_MESSAGES)
+    assert set(caffe_pb2.DESCRIPTOR.message_types_by_name) == set(CAFFE_MESSAGES) | EXTENSION_MESSAGES
+
+
+def test_extension_fields_are_numbered_clear_of_caffes():
+    fields = caffe_pb2.LayerParameter.DESCRIPTOR.fields_by_name
+    assert {name: fields[name].number for name in EXTENSION_LAYER_FIELDS} == EXTENSION_LAYER_FIELDS
+    ours = {f.name for f in fields.values() if f.number >= 10000}
+    assert ours == set(EXTENSION_LAYER_FIELDS)  # every field up there is a declared extension
+    assert caffe_pb2.DistillationParameter().temperature == 4.0
+    assert caffe_pb2.DistillationParameter().axis == 1
 
 
 @pytest.mark.parametrize("message, field, number", [

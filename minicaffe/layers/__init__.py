@@ -20,6 +20,7 @@ from minicaffe.layers import (  # noqa: F401  (imported for their @register_laye
     crop,
     data,
     deconvolution,
+    distillation_loss,
     dropout,
     dummy_data,
     eltwise,
