@@ -1,6 +1,7 @@
 """The `minicaffe` command: Caffe's `caffe` tool (`tools/caffe.cpp`) and its helpers.
 
     minicaffe train --solver lenet_solver.prototxt [--snapshot S.solverstate | --weights W[,W2]] [--gpu 0]
+                    [--prune-mask P.mask.h5]
     minicaffe test  --model lenet_train_test.prototxt --weights W.caffemodel --iterations 100 [--gpu 0]
     minicaffe time  --model lenet_train_test.prototxt [--iterations 50] [--gpu 0] [--phase TRAIN]
     minicaffe device_query [--gpu 0]
@@ -12,6 +13,7 @@
     minicaffe upgrade_net_proto_text OLD.prototxt NEW.prototxt
     minicaffe upgrade_net_proto_binary OLD.caffemodel NEW.caffemodel
     minicaffe upgrade_solver_proto_text OLD_solver.prototxt NEW_solver.prototxt
+    minicaffe prune --model M --weights W --sparsity 0.9 --output P.caffemodel [--mask P.mask.h5]
 
 Flags take Caffe's single dash too (`-solver x`, `-gpu=0`), so Caffe's shell scripts
 (`caffe train -solver examples/mnist/lenet_solver.prototxt`) work with the name changed.
@@ -116,6 +118,12 @@ def train(args) -> int:
         param.ClearField("weights")
     if args.weights:
         param.weights.append(args.weights)
+    # A minicaffe extension: fine-tune a pruned net, its pruned weights held at zero
+    # (minicaffe.pruning). The file is read before the nets are built, to fail fast.
+    masks = None
+    if args.prune_mask:
+        from minicaffe import pruning
+        masks = pruning.load_masks(args.prune_mask)
     # As in caffe.cpp, the handler is in place before the solver is built: a signal
     # while the nets are set up or the snapshot is restored is not lost (nor fatal),
     # but acted on at the first iteration's check.
@@ -128,6 +136,8 @@ def train(args) -> int:
         if args.snapshot:
             logger.info("Resuming from %s", args.snapshot)
             solver.restore(args.snapshot)
+        if masks is not None:  # checked against the net, applied now and after every update
+            pruning.attach(solver, masks, args.prune_mask)
         logger.info("Starting Optimization")
         # numpy's overflow warnings would only repeat, less precisely, what the solver
         # says when the loss stops being finite (the iteration and the first layer at fault).
@@ -245,6 +255,9 @@ def build_parser() -> argparse.ArgumentParser:
           help="what SIGINT (Ctrl-C) does: stop (after a snapshot), snapshot, or none (default: stop)")
     _flag(p, "sighup_effect", default="snapshot", choices=("stop", "snapshot", "none"),
           help="what SIGHUP does (default: snapshot)")
+    p.add_argument("--prune-mask", "--prune_mask", dest="prune_mask",
+                   help="optional (minicaffe only); a mask file from `minicaffe prune`: the weights "
+                        "it prunes are zeroed and kept at zero after every update")
     p.set_defaults(func=train)
 
     p = verbs.add_parser("test", help="score a model")
@@ -283,8 +296,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=data)
 
     from minicaffe.tools import (compute_image_mean, convert_imageset, draw, extract_features, plot,
-                                 summary, upgrade)
-    for tool in (draw, plot, summary, convert_imageset, compute_image_mean, extract_features, upgrade):
+                                 prune, summary, upgrade)
+    for tool in (draw, plot, summary, convert_imageset, compute_image_mean, extract_features, upgrade,
+                 prune):
         tool.register(verbs)
     return parser
 
