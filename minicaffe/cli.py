@@ -1,6 +1,7 @@
 """The `minicaffe` command: Caffe's `caffe` tool (`tools/caffe.cpp`) and its helpers.
 
     minicaffe train --solver lenet_solver.prototxt [--snapshot S.solverstate | --weights W[,W2]] [--gpu 0]
+                    [--prune-mask P.mask.h5]
     minicaffe test  --model lenet_train_test.prototxt --weights W.caffemodel --iterations 100 [--gpu 0]
     minicaffe test  --quantized Q.h5 --model lenet_train_test.prototxt [--weights W] --iterations 100
     minicaffe quantize --model M --weights W --calibration-batches 10 --output Q.h5
@@ -14,6 +15,7 @@
     minicaffe upgrade_net_proto_text OLD.prototxt NEW.prototxt
     minicaffe upgrade_net_proto_binary OLD.caffemodel NEW.caffemodel
     minicaffe upgrade_solver_proto_text OLD_solver.prototxt NEW_solver.prototxt
+    minicaffe prune --model M --weights W --sparsity 0.9 --output P.caffemodel [--mask P.mask.h5]
     minicaffe export_onnx --model deploy.prototxt --weights W.caffemodel --output M.onnx
 
 Flags take Caffe's single dash too (`-solver x`, `-gpu=0`), so Caffe's shell scripts
@@ -140,20 +142,28 @@ def train(args) -> int:
         # Rank 0 reads the weights (and any snapshot) and broadcasts them: the files
         # need to be on its machine only.
         param.ClearField("weights")
-    # As in caffe.cpp, the handler is in place before the solver is built: a signal
-    # while the nets are set up or the snapshot is restored is not lost (nor fatal),
-    # but acted on at the first iteration's check.
+    # A minicaffe extension: fine-tune a pruned net, its pruned weights held at zero
+    # (minicaffe.pruning). The file is read before the nets are built, to fail fast.
+    masks = None
+    if args.prune_mask:
+        from minicaffe import pruning
+        masks = pruning.load_masks(args.prune_mask)
     # An explicit --gpu without a working device is an error; solver_mode: GPU alone
     # falls back to numpy with a warning (Caffe's example solvers all say GPU).
     select_mode(bool(gpus), param.device_id, required=asked_for_gpu)
+    # As in caffe.cpp, the handler is in place before the solver is built: a signal
+    # while the nets are set up or the snapshot is restored is not lost (nor fatal),
+    # but acted on at the first iteration's check.
     with SignalHandler(args.sigint_effect, args.sighup_effect) as signals:
         solver = get_solver(param, args.solver)
         solver.action_request_function = signals.check_for_signals
         if args.snapshot and common.root_solver():
             logger.info("Resuming from %s", args.snapshot)
             solver.restore(args.snapshot)
-        if comm is not None:
+        if comm is not None:  # every rank now starts from rank 0's weights and state
             parallel.MPIDataParallel(solver, comm)
+        if masks is not None:  # checked against the net, applied now and after every update
+            pruning.attach(solver, masks, args.prune_mask)
         logger.info("Starting Optimization")
         # numpy's overflow warnings would only repeat, less precisely, what the solver
         # says when the loss stops being finite (the iteration and the first layer at fault).
@@ -277,6 +287,9 @@ def build_parser() -> argparse.ArgumentParser:
           help="what SIGINT (Ctrl-C) does: stop (after a snapshot), snapshot, or none (default: stop)")
     _flag(p, "sighup_effect", default="snapshot", choices=("stop", "snapshot", "none"),
           help="what SIGHUP does (default: snapshot)")
+    p.add_argument("--prune-mask", "--prune_mask", dest="prune_mask",
+                   help="optional (minicaffe only); a mask file from `minicaffe prune`: the weights "
+                        "it prunes are zeroed and kept at zero after every update")
     p.set_defaults(func=train)
 
     p = verbs.add_parser("test", help="score a model")
@@ -317,9 +330,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=data)
 
     from minicaffe.tools import (compute_image_mean, convert_imageset, draw, export_onnx,
-                                 extract_features, plot, quantize, summary, upgrade)
+                                 extract_features, plot, prune, quantize, summary, upgrade)
     for tool in (draw, plot, summary, convert_imageset, compute_image_mean, extract_features, upgrade,
-                 quantize, export_onnx):
+                 prune, quantize, export_onnx):
         tool.register(verbs)
     return parser
 

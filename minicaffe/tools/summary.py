@@ -1,11 +1,11 @@
 """`minicaffe summary`: a table of a network's layers, their sizes and their cost.
 
-    minicaffe summary --model examples/mnist/lenet_train_test.prototxt [--phase TEST]
+    minicaffe summary --model examples/mnist/lenet_train_test.prototxt [--phase TEST] [--weights W]
 
 The net is built as training or testing would build it (so Data layers open their
 database and every shape is the real one, batch included), then each layer gets a row:
 
-    layer  type  top shapes  parameters  FLOPs  activations
+    layer  type  top shapes  parameters  FLOPs  activations  sparsity
 
 * **parameters**: the values in the layer's learnable blobs (weights, biases). A blob
   shared with an earlier layer (a named `param`) is counted once, by its owner.
@@ -23,9 +23,15 @@ database and every shape is the real one, batch included), then each layer gets 
   bottom), and the tops of Split, Flatten and Reshape, which share their bottom's data.
   Training keeps a diff of the same size for most tops, so backward needs about twice
   this.
+* **sparsity**: the share of the layer's weights that are exactly zero: its parameter
+  blobs with two axes or more (filters, matrices), those that `minicaffe prune` prunes;
+  "-" for a layer with none. A blob shared with an earlier layer counts for its owner,
+  once. The total is over every weight of the net. Give `--weights` to see a trained or
+  pruned net's; without it the values are the fillers' (all non-zero, for most).
 """
 from __future__ import annotations
 
+import numpy as np
 
 from minicaffe.common import MinicaffeError
 
@@ -49,22 +55,34 @@ def layer_flops(layer, bottom, top) -> int:
     return bottom[0].count
 
 
-def summarize(model, phase: str = "TRAIN", level: int = 0, stages=()) -> dict:
-    """Rows {layer, type, top_shapes, params, flops, activation_bytes} and their totals."""
+def summarize(model, phase: str = "TRAIN", level: int = 0, stages=(), weights=None) -> dict:
+    """Rows {layer, type, top_shapes, params, flops, activation_bytes, sparsity} and totals.
+
+    `sparsity` is None for a layer without weights of its own. `weights` (a .caffemodel)
+    is loaded into the net first.
+    """
     from minicaffe.net import TEST, TRAIN, Net
+    from minicaffe.pruning import is_weight
 
     if phase not in ("TRAIN", "TEST"):
         raise MinicaffeError(f"--phase must be TRAIN or TEST, got {phase!r}")
     net = Net(model, TRAIN if phase == "TRAIN" else TEST, level=level, stages=stages)
+    if weights:
+        net.copy_trained_layers_from(weights)
     rows, seen_params, seen_data = [], set(), set()
+    weight_zeros = weight_count = 0
     for record in net.layer_records:
         name, layer, bottom, top = record.name, record.layer, record.bottom_vec, record.top_vec
-        params = 0
+        params = zeros = weight_values = 0
         for blob in layer.blobs:
             # A shared parameter is a Blob sharing its owner's memory: count that memory once.
             if id(blob.data_mem) not in seen_params:
                 seen_params.add(id(blob.data_mem))
                 params += blob.count
+                if is_weight(blob):
+                    weight_values += blob.count
+                    zeros += blob.count - int(np.count_nonzero(blob.cpu_data()))
+        weight_zeros, weight_count = weight_zeros + zeros, weight_count + weight_values
         # A top whose data memory was met before (its bottom's, in place or shared) is no new memory.
         seen_data.update(id(b.data_mem) for b in bottom)
         new_tops = []
@@ -75,8 +93,10 @@ def summarize(model, phase: str = "TRAIN", level: int = 0, stages=()) -> dict:
         rows.append({"layer": name, "type": layer.type,
                      "top_shapes": [tuple(t.shape) for t in top], "params": params,
                      "flops": layer_flops(layer, bottom, top),
-                     "activation_bytes": BYTES_PER_VALUE * sum(t.count for t in new_tops)})
+                     "activation_bytes": BYTES_PER_VALUE * sum(t.count for t in new_tops),
+                     "sparsity": zeros / weight_values if weight_values else None})
     totals = {key: sum(r[key] for r in rows) for key in ("params", "flops", "activation_bytes")}
+    totals["sparsity"] = weight_zeros / weight_count if weight_count else None
     return {"rows": rows, "totals": totals, "name": net.name, "phase": phase}
 
 
@@ -88,18 +108,23 @@ def _bytes(n: int) -> str:
     return str(n)
 
 
+def _percent(fraction) -> str:
+    return "-" if fraction is None else f"{100 * fraction:.1f}%"
+
+
 def format_table(summary: dict) -> str:
     """The summary as a plain-text table, one row per layer and a total row."""
-    header = ("layer", "type", "top shapes", "parameters", "FLOPs", "activations")
+    header = ("layer", "type", "top shapes", "parameters", "FLOPs", "activations", "sparsity")
     lines = [header]
     for r in summary["rows"]:
         shapes = ", ".join("x".join(map(str, s)) or "scalar" for s in r["top_shapes"])
         lines.append((r["layer"], r["type"], shapes, f"{r['params']:,}", f"{r['flops']:,}",
-                      _bytes(r["activation_bytes"])))
+                      _bytes(r["activation_bytes"]), _percent(r.get("sparsity"))))
     t = summary["totals"]
-    lines.append(("total", "", "", f"{t['params']:,}", f"{t['flops']:,}", _bytes(t["activation_bytes"])))
+    lines.append(("total", "", "", f"{t['params']:,}", f"{t['flops']:,}", _bytes(t["activation_bytes"]),
+                  _percent(t.get("sparsity"))))
     widths = [max(len(row[i]) for row in lines) for i in range(len(header))]
-    right = {3, 4, 5}  # numbers line up on the right
+    right = {3, 4, 5, 6}  # numbers line up on the right
 
     def fmt(row):
         return "  ".join(cell.rjust(w) if i in right else cell.ljust(w)
@@ -113,7 +138,7 @@ def run(args) -> int:
     if not args.model:
         raise MinicaffeError("Need a model definition to summarize: give --model FILE.")
     stages = [s for s in (args.stage or "").split(",") if s]
-    print(format_table(summarize(args.model, args.phase, args.level, stages)))
+    print(format_table(summarize(args.model, args.phase, args.level, stages, args.weights)))
     return 0
 
 
@@ -125,4 +150,6 @@ def register(verbs) -> None:
                    help="the net's phase (default: TRAIN)")
     p.add_argument("--level", "-level", type=int, default=0, help="optional; the net's level")
     p.add_argument("--stage", "-stage", help="optional; the net's stages, separated by ','")
+    p.add_argument("--weights", "-weights", help="optional; a .caffemodel to load, for the "
+                                                 "sparsity of trained (or pruned) weights")
     p.set_defaults(func=run)
