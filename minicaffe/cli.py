@@ -51,29 +51,13 @@ import numpy as np
 from minicaffe import log as glog  # noqa: F401  (installs the glog handler)
 from minicaffe import common
 from minicaffe.common import MinicaffeError
+from minicaffe.tools import parse_gpus, parse_stages
 
 logger = logging.getLogger("minicaffe.caffe")
 PROG = "minicaffe"
 
 
 # ---------------------------------------------------------------- shared flag handling
-
-def parse_gpus(flag: str | None) -> list[int]:
-    """`--gpu 0`, `--gpu 0,1` or `--gpu all` (which means device 0 here: one device per
-    process; under mpiexec, train gives each rank its own id from the list)."""
-    if not flag:
-        return []
-    if flag == "all":
-        return [0]
-    try:
-        return [int(g) for g in flag.split(",")]
-    except ValueError:
-        raise MinicaffeError(f"--gpu takes device ids separated by ',' or 'all', got {flag!r}") from None
-
-
-def parse_stages(flag: str | None) -> list[str]:
-    return [s for s in (flag or "").split(",") if s]
-
 
 def _one_device(gpus: list[int]) -> list[int]:
     for g in reversed(gpus[1:]):

@@ -16,3 +16,21 @@ def optional_import(module: str, verb: str):
         package = module.split(".")[0]
         raise MinicaffeError(f"`minicaffe {verb}` needs {package}, which is not installed: "
                              f"pip install {package} (or pip install 'minicaffe[docs]')") from None
+
+
+# Flags several verbs share (train, test, time, summary, quantize, export_onnx).
+def parse_gpus(flag: str | None) -> list[int]:
+    """`--gpu 0`, `--gpu 0,1` or `--gpu all` (which means device 0 here: one device per
+    process; under mpiexec, train gives each rank its own id from the list)."""
+    if not flag:
+        return []
+    if flag == "all":
+        return [0]
+    try:
+        return [int(g) for g in flag.split(",")]
+    except ValueError:
+        raise MinicaffeError(f"--gpu takes device ids separated by ',' or 'all', got {flag!r}") from None
+
+
+def parse_stages(flag: str | None) -> list[str]:
+    return [s for s in (flag or "").split(",") if s]

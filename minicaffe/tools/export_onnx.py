@@ -13,6 +13,7 @@ atomically (a temporary file, then a rename). Needs the optional extra:
 from __future__ import annotations
 
 from minicaffe.common import MinicaffeError
+from minicaffe.tools import parse_stages
 
 
 def export_onnx(args) -> int:
@@ -26,7 +27,7 @@ def export_onnx(args) -> int:
     if not args.output:
         raise MinicaffeError("Need a file to write: give --output M.onnx.")
     require_onnx()  # before the net is built: a missing package is the first thing to say
-    stages = [s for s in (args.stage or "").split(",") if s]
+    stages = parse_stages(args.stage)
     export(args.model, args.weights, args.output, level=args.level, stages=stages)
     return 0
 

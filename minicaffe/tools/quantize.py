@@ -19,6 +19,7 @@ from __future__ import annotations
 import logging
 
 from minicaffe.common import MinicaffeError
+from minicaffe.tools import parse_gpus, parse_stages
 
 log = logging.getLogger("minicaffe.caffe")
 
@@ -37,10 +38,10 @@ def run(args) -> int:
     if not str(args.output).endswith(".h5"):
         raise MinicaffeError(f"--output {args.output}: the quantized model is an HDF5 file; "
                              "name it with the .h5 suffix")
-    gpu = _device(args.gpu)
-    select_mode(gpu is not None, gpu or 0, required=True)  # --gpu without a device is an error
+    gpus = parse_gpus(args.gpu)  # the first id, as `minicaffe test` takes it
+    select_mode(bool(gpus), gpus[0] if gpus else 0, required=True)  # --gpu without a device is an error
     net = Net(args.model, TRAIN if args.phase == "TRAIN" else TEST, level=args.level,
-              stages=[s for s in (args.stage or "").split(",") if s])
+              stages=parse_stages(args.stage))
     net.copy_trained_layers_from(args.weights)
     log.info("Calibrating on %d batch(es) of the %s net", args.calibration_batches, args.phase)
     model = quantize.quantize_net(net, args.calibration_batches, model=args.model, phase=args.phase)
@@ -50,16 +51,6 @@ def run(args) -> int:
              "(+ %d bytes of scales and biases)", len(model.layers), args.output, size["int8"],
              size["float32"], size["scales_and_biases"])
     return 0
-
-
-def _device(flag: str | None) -> int | None:
-    """--gpu N (the first of a list; 'all' is device 0), as `minicaffe test` reads it."""
-    if not flag:
-        return None
-    try:
-        return 0 if flag == "all" else int(flag.split(",")[0])
-    except ValueError:
-        raise MinicaffeError(f"--gpu takes a device id or 'all', got {flag!r}") from None
 
 
 def register(verbs) -> None:

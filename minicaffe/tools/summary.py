@@ -34,6 +34,7 @@ from __future__ import annotations
 import numpy as np
 
 from minicaffe.common import MinicaffeError
+from minicaffe.tools import parse_stages
 
 NO_FLOPS = {"Data", "Input", "Split", "Flatten", "Reshape", "Concat"}
 BYTES_PER_VALUE = 4  # float32
@@ -137,7 +138,7 @@ def format_table(summary: dict) -> str:
 def run(args) -> int:
     if not args.model:
         raise MinicaffeError("Need a model definition to summarize: give --model FILE.")
-    stages = [s for s in (args.stage or "").split(",") if s]
+    stages = parse_stages(args.stage)
     print(format_table(summarize(args.model, args.phase, args.level, stages, args.weights)))
     return 0
 
