@@ -357,14 +357,26 @@ def _host_array(array: np.ndarray, what: str) -> None:
 def copy_to_host(array: np.ndarray, buffer) -> None:
     """Read the first `array.size` values of `buffer` into `array`; waits for them."""
     _host_array(array, "copy_to_host")
-    if array.size:
-        _cl().enqueue_copy(queue(), array, buffer, is_blocking=True)
+    read_bytes(array, buffer)
 
 
 def copy_to_device(buffer, array: np.ndarray) -> None:
     """Write `array` into the start of `buffer`; returns once `array` may be reused."""
     _host_array(array, "copy_to_device")
-    if array.size:
+    write_bytes(buffer, array)
+
+
+# The two copies above, without their float32 check: for the few buffers that hold other
+# types (int8 weights and int32 sums of minicaffe/quantize.py).
+def read_bytes(array: np.ndarray, buffer) -> None:
+    """Fill the C-contiguous `array` from the start of `buffer`, whatever its dtype; waits."""
+    if array.nbytes:
+        _cl().enqueue_copy(queue(), array, buffer, is_blocking=True)
+
+
+def write_bytes(buffer, array: np.ndarray) -> None:
+    """Write the C-contiguous `array`'s bytes into the start of `buffer`; waits."""
+    if array.nbytes:
         _cl().enqueue_copy(queue(), buffer, array, is_blocking=True)
 
 

@@ -321,9 +321,9 @@ class QuantizedLayer:
             return self.accumulators_cpu(layer, bottom.cpu_data())
         acc, chunks = self.accumulators_gpu(layer, bottom.gpu_data())
         if self.type == "InnerProduct":
-            return download_int32(acc, layer.M * self.num_output).reshape(layer.M, -1)
+            return download(acc, layer.M * self.num_output, np.int32).reshape(layer.M, -1)
         C, plane = self.num_output, layer.conv_out_spatial_dim
-        host = download_int32(acc, C * layer.num * plane)
+        host = download(acc, C * layer.num * plane, np.int32)
         images = []
         for n0, m, offset in chunks:
             images.append(host[offset:offset + C * m * plane].reshape(C, m, plane).transpose(1, 0, 2))
@@ -346,8 +346,7 @@ def upload(array: np.ndarray):
     """A device buffer holding `array`'s bytes (int8, int32 or float32)."""
     array = np.ascontiguousarray(array)
     buffer = opencl.allocate(ceil(array.nbytes / 4))  # allocate counts 4-byte values
-    if array.nbytes:
-        opencl._cl().enqueue_copy(opencl.queue(), buffer, array, is_blocking=True)
+    opencl.write_bytes(buffer, array)
     return buffer
 
 
@@ -358,17 +357,10 @@ def scratch(dev: dict, name: str, values: int):
     return dev[name]
 
 
-def download_int32(buffer, n: int) -> np.ndarray:
-    out = np.empty(n, np.int32)
-    if n:
-        opencl._cl().enqueue_copy(opencl.queue(), out, buffer, is_blocking=True)
-    return out
-
-
-def download_int8(buffer, n: int) -> np.ndarray:
-    out = np.empty(n, np.int8)
-    if n:
-        opencl._cl().enqueue_copy(opencl.queue(), out, buffer, is_blocking=True)
+def download(buffer, n: int, dtype) -> np.ndarray:
+    """The first `n` values of type `dtype` (np.int8, np.int32) in a device buffer."""
+    out = np.empty(n, dtype)
+    opencl.read_bytes(out, buffer)
     return out
 
 

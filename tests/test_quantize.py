@@ -176,7 +176,7 @@ def test_opencl_kernels_on_extreme_values():
         x = np.concatenate([x, rng.normal(0, 40, 997).astype(np.float32)])
         q_dev = Q.upload(np.zeros(x.size, np.int8))
         Q.quantize_gpu(x.size, Q.upload(x), 0.5, q_dev)
-        np.testing.assert_array_equal(Q.download_int8(q_dev, x.size), Q.quantize(x, 0.5))
+        np.testing.assert_array_equal(Q.download(q_dev, x.size, np.int8), Q.quantize(x, 0.5))
         # int8 GEMM, B plain and transposed, sums past 2^24
         M, N, K = 6, 37, 1500  # rows past a strip of 4, columns past two vectors of 16
         a = rng.integers(-127, 128, (M, K)).astype(np.int8)
@@ -186,7 +186,7 @@ def test_opencl_kernels_on_extreme_values():
         for trans_b, stored in ((False, b), (True, np.ascontiguousarray(b.T))):
             c = Q.upload(np.zeros(M * N, np.int32))
             Q.gemm_int8(M, N, K, Q.upload(a), 0, Q.upload(stored), 0, trans_b, c, 0)
-            np.testing.assert_array_equal(Q.download_int32(c, M * N).reshape(M, N), exact)
+            np.testing.assert_array_equal(Q.download(c, M * N, np.int32).reshape(M, N), exact)
         assert exact[0, 0] == -K * 127 * 127
 
 
