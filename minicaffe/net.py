@@ -35,7 +35,6 @@ from minicaffe.proto import caffe_pb2
 from minicaffe import protoio
 from minicaffe.io import hdf5
 from minicaffe.upgrade import net_needs_upgrade, proto_shape_matches, upgrade_net_as_needed
-from minicaffe.upgrade import upgrade_inputs  # noqa: F401  (moved there; tools/draw.py imports it from here)
 
 log = logging.getLogger("minicaffe.net")
 

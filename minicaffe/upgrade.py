@@ -398,17 +398,6 @@ def upgrade_net_input(param) -> None:
     del param.input[:], param.input_shape[:], param.input_dim[:]
 
 
-def upgrade_inputs(param):
-    """`param` with its net-level inputs made an Input layer: a copy when there are any
-    (`param` itself is left as it is), else `param`."""
-    if not net_needs_input_upgrade(param):
-        return param
-    out = caffe_pb2.NetParameter()
-    out.CopyFrom(param)
-    upgrade_net_input(out)
-    return out
-
-
 # ---------------------------------------------------------------- 5. BatchNorm
 
 def net_needs_batch_norm_upgrade(param) -> bool:
