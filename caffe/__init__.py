@@ -36,8 +36,8 @@ _MODULES = {
 }
 for _name, _target in _MODULES.items():
     sys.modules[f"{__name__}.{_name}"] = importlib.import_module(_target)
-for _name in ("proto", "io", "draw", "net_spec", "coord_map", "classifier", "detector", "layers"):
-    globals()[_name] = sys.modules[f"{__name__}.{_name}"]
+    if "." not in _name:  # caffe.io as an attribute too, as a submodule import would make it
+        globals()[_name] = sys.modules[f"{__name__}.{_name}"]
 del _name, _target
 
 __all__ = list(minicaffe.__all__)
