@@ -50,3 +50,17 @@ def run_one(layer, bottom, top, dy):
     top.diff = dy
     layer.backward([top], [True], [bottom])
     return y, bottom.cpu_diff().copy()
+
+
+def run_loss(layer, prediction, target, loss_weight=None, num_tops=1):
+    """Set up a loss layer on (prediction, target), run forward, then backward into the
+    prediction only (the target is labels or a teacher's scores): returns (loss, tops,
+    bottoms). `loss_weight` is the top diff backward starts from (the layer's own by default)."""
+    bottom = [blob_from(prediction), blob_from(target)]
+    tops = [Blob() for _ in range(num_tops)]
+    layer.setup(bottom, tops)
+    if loss_weight is not None:
+        tops[0].diff = loss_weight
+    loss = layer.forward(bottom, tops)
+    layer.backward(tops, [True, False], bottom)
+    return loss, tops, bottom

@@ -13,7 +13,7 @@ from minicaffe.common import MinicaffeError
 from minicaffe.layer import create_layer
 from minicaffe.testing import GradientChecker
 from minicaffe.testing.engines import compare_engines
-from tests.strategies import blob_from, layer_param
+from tests.strategies import blob_from, layer_param, run_loss
 
 
 def distill_layer(temperature=4.0, axis=1, **loss_param):
@@ -22,13 +22,7 @@ def distill_layer(temperature=4.0, axis=1, **loss_param):
 
 
 def run(layer, student, teacher, loss_weight=None):
-    bottom = [blob_from(student), blob_from(teacher)]
-    top = [Blob()]
-    layer.setup(bottom, top)
-    if loss_weight is not None:
-        top[0].diff = loss_weight
-    loss = layer.forward(bottom, top)
-    layer.backward(top, [True, False], bottom)
+    loss, _, bottom = run_loss(layer, student, teacher, loss_weight)
     return loss, bottom
 
 

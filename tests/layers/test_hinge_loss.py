@@ -11,7 +11,7 @@ from minicaffe.layer import create_layer
 from minicaffe.syncedmem import SyncedMemory
 from minicaffe.testing import GradientChecker
 from minicaffe.testing.engines import compare_engines
-from tests.strategies import blob_from, layer_param
+from tests.strategies import blob_from, layer_param, run_loss
 
 
 def hinge(norm="L1", **fields):
@@ -19,12 +19,7 @@ def hinge(norm="L1", **fields):
 
 
 def run(layer, scores, labels, loss_weight=None):
-    bottom, top = [blob_from(scores), blob_from(labels)], [Blob()]
-    layer.setup(bottom, top)
-    if loss_weight is not None:
-        top[0].diff = loss_weight
-    loss = layer.forward(bottom, top)
-    layer.backward(top, [True, False], bottom)
+    loss, _, bottom = run_loss(layer, scores, labels, loss_weight)
     return loss, bottom
 
 

@@ -13,7 +13,7 @@ from minicaffe.layer import create_layer
 from minicaffe.syncedmem import SyncedMemory
 from minicaffe.testing import GradientChecker
 from minicaffe.testing.engines import compare_engines
-from tests.strategies import blob_from, layer_param
+from tests.strategies import blob_from, layer_param, run_loss
 
 
 def mll(**fields):
@@ -21,13 +21,8 @@ def mll(**fields):
 
 
 def run(layer, prob, labels, loss_weight=None):
-    bottom, top = [blob_from(prob), blob_from(labels)], [Blob()]
-    layer.setup(bottom, top)
-    if loss_weight is not None:
-        top[0].diff = loss_weight
-    loss = layer.forward(bottom, top)
-    layer.backward(top, [True, False], bottom)
-    return loss, top[0], bottom
+    loss, tops, bottom = run_loss(layer, prob, labels, loss_weight)
+    return loss, tops[0], bottom
 
 
 PROB = [[0.5, 0.25, 0.25], [0.1, 0.8, 0.1]]

@@ -14,7 +14,7 @@ from minicaffe.layer import create_layer
 from minicaffe.syncedmem import SyncedMemory
 from minicaffe.testing import GradientChecker
 from minicaffe.testing.engines import compare_engines
-from tests.strategies import blob_from, layer_param
+from tests.strategies import blob_from, layer_param, run_loss
 
 
 def sce(loss_weight=None, **loss_param):
@@ -25,10 +25,7 @@ def sce(loss_weight=None, **loss_param):
 
 
 def run(layer, x, t):
-    bottom, top = [blob_from(x), blob_from(t)], [Blob()]
-    layer.setup(bottom, top)
-    loss = layer.forward(bottom, top)
-    layer.backward(top, [True, False], bottom)
+    loss, _, bottom = run_loss(layer, x, t)
     return loss, bottom
 
 

@@ -13,7 +13,7 @@ from minicaffe.layer import create_layer
 from minicaffe.syncedmem import SyncedMemory
 from minicaffe.testing import GradientChecker
 from minicaffe.testing.engines import compare_engines
-from tests.strategies import blob_from, layer_param
+from tests.strategies import blob_from, layer_param, run_loss
 
 
 def loss_layer(axis=1, **loss_param):
@@ -22,14 +22,7 @@ def loss_layer(axis=1, **loss_param):
 
 
 def run(layer, scores, labels, num_tops=1, loss_weight=None):
-    bottom = [blob_from(scores), blob_from(labels)]
-    tops = [Blob() for _ in range(num_tops)]
-    layer.setup(bottom, tops)
-    if loss_weight is not None:
-        tops[0].diff = loss_weight
-    loss = layer.forward(bottom, tops)
-    layer.backward(tops, [True, False], bottom)
-    return loss, tops, bottom
+    return run_loss(layer, scores, labels, loss_weight, num_tops)
 
 
 LN2, LN7 = math.log(2), math.log(7)
