@@ -166,12 +166,22 @@ def snapshot_files(folder: Path) -> set[str]:
 def kill_at_a_random_moment(proc: subprocess.Popen, folder: Path, rng: random.Random) -> str | None:
     """SIGKILL `proc` at a moment drawn from `rng`; None when it finished first.
 
-    Two thirds of the kills wait until 1-6 files that were not in `folder` have
-    appeared (snapshots' temporary files, or snapshots renamed into place) and strike
-    0-3 ms after the last: inside a write, between the weights and the state, or just
-    after. The rest strike at any moment of the run, start-up and restore included.
+    A third of the kills strike as soon as a snapshot's temporary file is seen, so
+    inside a write (if the rename has not won the race). A third wait until 1-6 files
+    that were not in `folder` have appeared (temporary files, or snapshots renamed
+    into place) and strike 0-3 ms after the last: inside a write, between the weights
+    and the state, or just after. The rest strike at any moment of the run, start-up
+    and restore included.
     """
-    if rng.random() < 2 / 3:
+    draw = rng.random()
+    if draw < 1 / 3:
+        deadline = time.monotonic() + 60
+        while not any(LEFTOVER.fullmatch(name) for name in os.listdir(folder)):
+            if proc.poll() is not None:
+                return None
+            assert time.monotonic() < deadline, "no snapshot was written within a minute"
+        when = "inside a write"
+    elif draw < 2 / 3:
         before = snapshot_files(folder)
         files, delay = rng.randint(1, 6), rng.uniform(0, 0.003)
         deadline = time.monotonic() + 60
@@ -193,19 +203,30 @@ def kill_at_a_random_moment(proc: subprocess.Popen, folder: Path, rng: random.Ra
     return when if proc.returncode == -signal.SIGKILL else None
 
 
-def crash_loop(net: Path, reference: dict[str, bytes], root: Path, kills_wanted: int, seed: int) -> dict:
-    """Kill and resume until `kills_wanted` kills are done and a run has reached max_iter.
+def crash_loop(net: Path, reference: dict[str, bytes], root: Path, kills_wanted: int, cut_short_wanted: int,
+               seed: int) -> dict:
+    """Kill and resume until enough kills are done and a run has reached max_iter.
 
-    Each run resumes from the newest complete snapshot its predecessor left (or starts
-    afresh if there is none). A run that finishes before its kill ends its chain, which
-    is checked like the rest; the next chain starts from scratch in a fresh folder.
-    Returns counts: kills, chains, resumes, and what the kills left behind.
+    Enough means `kills_wanted` kills, of which `cut_short_wanted` struck inside a
+    snapshot (a write cut short, or weights without their state). Whether a kill wins
+    the race against a write of a few hundred microseconds depends on the machine's
+    load, so the loop goes on killing, up to 5 times `kills_wanted`, until that many
+    have; the caller checks the counts. Each run resumes from the newest complete
+    snapshot its predecessor left (or starts afresh if there is none). A run that
+    finishes before its kill ends its chain, which is checked like the rest; the next
+    chain starts from scratch in a fresh folder. Returns counts: kills, chains,
+    resumes, and what the kills left behind.
     """
     rng = random.Random(seed)
-    stats = dict.fromkeys(["kills", "chains", "resumes", "at a snapshot", "at random",
+    stats = dict.fromkeys(["kills", "chains", "resumes", "inside a write", "at a snapshot", "at random",
                            "cut a write short", "weights without state"], 0)
+
+    def more_kills() -> bool:
+        cut_short = stats["cut a write short"] + stats["weights without state"]
+        return stats["kills"] < kills_wanted or (cut_short < cut_short_wanted and stats["kills"] < 5 * kills_wanted)
+
     log_path = root / "train.log"
-    while stats["kills"] < kills_wanted:
+    while more_kills():
         stats["chains"] += 1
         folder = root / f"chain{stats['chains']}"
         solver = write_solver(folder, net)
@@ -216,7 +237,7 @@ def crash_loop(net: Path, reference: dict[str, bytes], root: Path, kills_wanted:
             with open(log_path, "wb") as log:
                 proc = start_train(solver, *(["--snapshot", str(resume_from)] if resume_from else []), log=log)
                 try:
-                    killed = kill_at_a_random_moment(proc, folder, rng) if stats["kills"] < kills_wanted else None
+                    killed = kill_at_a_random_moment(proc, folder, rng) if more_kills() else None
                     if not killed:
                         proc.wait(timeout=120)
                 finally:
@@ -247,19 +268,19 @@ def crash_loop(net: Path, reference: dict[str, bytes], root: Path, kills_wanted:
 
 
 def test_sigkill_around_snapshots_then_resume_matches_the_straight_run(net, reference, tmp_path):
-    """24 kills (about 10 s); every snapshot left is whole and resuming reproduces the straight run."""
-    stats = crash_loop(net, reference, tmp_path, kills_wanted=24, seed=2024)
+    """24 kills or more (about 10 s); every snapshot left is whole and resuming reproduces the straight run."""
+    stats = crash_loop(net, reference, tmp_path, kills_wanted=24, cut_short_wanted=3, seed=2024)
     print(stats)
-    assert stats["kills"] == 24 and stats["resumes"] >= 12, stats
+    assert stats["kills"] >= 24 and stats["resumes"] >= 12, stats
     # Some kills must have struck inside a snapshot, or the test proves little.
     assert stats["cut a write short"] + stats["weights without state"] >= 3, stats
 
 
 @pytest.mark.slow
 def test_sigkill_two_hundred_times(net, reference, tmp_path):
-    stats = crash_loop(net, reference, tmp_path, kills_wanted=200, seed=7)
+    stats = crash_loop(net, reference, tmp_path, kills_wanted=200, cut_short_wanted=25, seed=7)
     print(stats)
-    assert stats["kills"] == 200 and stats["resumes"] >= 100, stats
+    assert stats["kills"] >= 200 and stats["resumes"] >= 100, stats
     assert stats["cut a write short"] + stats["weights without state"] >= 25, stats
 
 
