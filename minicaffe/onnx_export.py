@@ -52,6 +52,16 @@ are their bottom's value.
 | Power, Exp, Log | Mul, Add, Pow / Exp / Log | |
 | Threshold, Clip, Swish | Greater + Cast, Clip, Sigmoid + Mul | |
 | Flatten, Reshape | Reshape to the top's shape | |
+| Crop, Slice, Tile | Slice, Split, Tile | Crop's second bottom lends only its shape |
+| ArgMax | Gather (axis reversed), TopK, Cast, Sub | Caffe's order of equal values |
+| Reduction | Abs or Mul, ReduceSum, Mul by coeff | |
+| MVN | ReduceMean, Sub, Sqrt, Add, Div | $\epsilon$ added to the deviation |
+| Embed, BatchReindex | Cast to int64, Gather (Add for Embed's bias) | |
+| Parameter | Identity of an initializer | |
+| Im2col | Conv with one-hot kernels, a group per channel | |
+| SPP | its levels' pooling, Flatten, Concat | |
+| LSTMUnit | Split, Sigmoid, Tanh, Mul, Add | |
+| RNN, LSTM | the nodes of the net they unroll over T steps | initial state zero, or the exposed bottoms |
 | Dropout, Split | (no node) | |
 | Silence | (no node) | |
 
@@ -85,15 +95,35 @@ BatchNormalization's `mean` and `var`, with scale 1 and bias 0 (Caffe's BatchNor
 none: a Scale layer follows, exported as Mul and Add). With `use_global_stats: false`
 in the TEST phase Caffe normalises by the batch's own statistics: ReduceMean nodes.
 
+**ArgMax.** Caffe ranks equal values by position, the *later* one first; ONNX's TopK
+puts the earlier one first. Ranking the axis reversed (a Gather with the indices
+$D-1, \dots, 0$) and mapping each reversed position $i$ back to $D - 1 - i$ gives
+Caffe's order; the indices become floats, as in a Blob. **Im2col** has no ONNX operator,
+but it is a convolution: with one group per channel and $K = k_h k_w$ output channels a
+group, each kernel holding a single 1, output channel $cK + k$ copies kernel position
+$k$ of channel $c$, which is Caffe's column order; each output is one product by 1, so
+the copy is exact.
+
+**RNN and LSTM** hold a net unrolled over the T time steps of their input (see
+`minicaffe.layers.recurrent`); its layers (InnerProduct, Scale by `cont`, Eltwise,
+TanH or LSTMUnit, ...) are exported in line, their values named `<layer>/<blob>`, and
+the learned weights become initializers once, however many steps share them. With
+`expose_hidden: true` the initial states are the layer's extra bottoms and the final
+states its extra tops, as in Caffe, and the graph computes exactly what the layer does.
+Without it, Caffe carries the last state of one forward call into the next; an ONNX
+graph keeps no state between runs, so the export starts from zero, as a fresh net's
+first call does. A sequence that starts in the batch (`cont` = 0 at its first step)
+does not see the carried state, so it is computed the same either way; to continue a
+sequence across calls, export with `expose_hidden` and pass the state yourself.
+
 ## What is not exported
 
 Layers with no counterpart, which the export lists, all at once, by name and type:
 data layers (Data, ImageData, HDF5Data, ...: export the deploy net, whose images come
 through an Input layer), Python layers (arbitrary code), losses and Accuracy (training
-and scoring, not inference), recurrent layers, and the rest not in the table above
-(Crop, Slice, Tile, ArgMax, Reduction, MVN, Embed, ...). A few parameters are refused
-too: a convolution on an axis other than 1, STOCHASTIC pooling, a Pooling layer's
-second (mask) top.
+and scoring, not inference), HDF5Output (it writes a file), and Filter (how many items
+it passes depends on the data, while the export writes fixed shapes). A few parameters are refused too: a convolution or Im2col on an axis other than 1,
+STOCHASTIC pooling, a Pooling layer's second (mask) top.
 
 The opset is 17 (IR version 8), which every onnxruntime the `onnx` extra allows runs.
 """
@@ -443,6 +473,187 @@ def _softmax(g, r, ins, outs):
     g.node("Softmax", ins, outs, name=r.name, axis=r.layer.axis)
 
 
+def _int64(g, r, what: str, values) -> str:
+    return g.const(f"{r.name}.{what}", values, np.int64)
+
+
+def _crop(g, r, ins, outs):  # the second bottom only lends its shape
+    box = r.layer.box
+    g.node("Slice", [ins[0], _int64(g, r, "starts", [b.start for b in box]),
+                     _int64(g, r, "ends", [b.stop for b in box]),
+                     _int64(g, r, "axes", range(len(box)))], outs, name=r.name)
+
+
+def _slice(g, r, ins, outs):
+    layer = r.layer
+    if len(outs) == 1:  # one top is the bottom itself
+        g.node("Identity", ins, outs, name=r.name)
+        return
+    g.node("Split", [ins[0], _int64(g, r, "sizes", layer.sizes)], outs, name=r.name,
+           axis=layer.slice_axis)
+
+
+def _tile(g, r, ins, outs):
+    # Caffe repeats the block of axes axis.. `tiles` times; so does Tile with a repeat
+    # count on `axis` alone: both give y[.., t*D + d, ..] = x[.., d, ..].
+    repeats = [1] * len(r.bottom_vec[0].shape)
+    repeats[r.layer.axis] = r.layer.tiles
+    g.node("Tile", [ins[0], _int64(g, r, "repeats", repeats)], outs, name=r.name)
+
+
+def _argmax(g, r, ins, outs):
+    layer = r.layer
+    dim, k = layer.dim, layer.top_k
+    # Caffe ranks equal values by position, larger first; TopK puts the smaller position
+    # first. Ranking the reversed axis and mapping position i back to dim-1-i does both.
+    x = g.node("Reshape", [ins[0], _int64(g, r, "rows", [layer.outer, dim, layer.inner])],
+               name=f"{r.name}/rows")
+    x = g.node("Gather", [x, _int64(g, r, "reversed", np.arange(dim)[::-1])],
+               name=f"{r.name}/reversed", axis=1)
+    values, reversed_index = g.fresh(f"{r.name}/values"), g.fresh(f"{r.name}/reversed_index")
+    g.node("TopK", [x, _int64(g, r, "k", [k])], [values, reversed_index], name=f"{r.name}/topk",
+           axis=1, largest=1, sorted=1)
+    as_float = g.node("Cast", [reversed_index], name=f"{r.name}/as_float",
+                      to=g.onnx.TensorProto.FLOAT)
+    index = g.node("Sub", [g.const(f"{r.name}.last", dim - 1), as_float], name=f"{r.name}/index")
+    if not layer.has_axis and layer.out_max_val:  # (N, 2, k): the indices, then the values
+        y = g.node("Concat", [index, values], name=f"{r.name}/both", axis=1)
+    else:
+        y = values if layer.out_max_val else index
+    g.node("Reshape", [y, _int64(g, r, "shape", r.top_vec[0].shape)], outs, name=r.name)
+
+
+def _reduction(g, r, ins, outs):
+    from minicaffe.layers.reduction import ASUM, SUMSQ
+
+    layer = r.layer
+    x = g.node("Reshape", [ins[0], _int64(g, r, "rows", [layer.num, layer.dim])], name=f"{r.name}/rows")
+    if layer.op == ASUM:
+        x = g.node("Abs", [x], name=f"{r.name}/abs")
+    elif layer.op == SUMSQ:
+        x = g.node("Mul", [x, x], name=f"{r.name}/square")
+    y = g.node("ReduceSum", [x, _int64(g, r, "axis", [1])], name=f"{r.name}/sum", keepdims=0)
+    # layer.coeff is MEAN's coefficient already divided by the number of values.
+    if layer.coeff != 1:
+        y = g.node("Mul", [y, g.const(f"{r.name}.coeff", layer.coeff)], name=f"{r.name}/coeff")
+    g.node("Reshape", [y, _int64(g, r, "shape", r.top_vec[0].shape)], outs, name=r.name)
+
+
+def _mvn(g, r, ins, outs):
+    layer = r.layer
+    x = g.node("Reshape", [ins[0], _int64(g, r, "groups", [layer.groups, layer.dim])],
+               name=f"{r.name}/groups")
+    mean = g.node("ReduceMean", [x], name=f"{r.name}/mean", axes=[1], keepdims=1)
+    y = g.node("Sub", [x, mean], name=f"{r.name}/centred")
+    if layer.normalize_variance:  # Caffe adds eps to the standard deviation, not the variance
+        square = g.node("Mul", [y, y], name=f"{r.name}/square")
+        variance = g.node("ReduceMean", [square], name=f"{r.name}/variance", axes=[1], keepdims=1)
+        std = g.node("Sqrt", [variance], name=f"{r.name}/std")
+        std = g.node("Add", [std, g.const(f"{r.name}.eps", layer.eps)], name=f"{r.name}/std_eps")
+        y = g.node("Div", [y, std], name=f"{r.name}/scaled")
+    g.node("Reshape", [y, _int64(g, r, "shape", r.top_vec[0].shape)], outs, name=r.name)
+
+
+def _indices(g, r, value: str) -> str:
+    """Index values (floats in a Blob, truncated toward zero as Caffe's cast) as int64."""
+    return g.node("Cast", [value], name=f"{r.name}/indices", to=g.onnx.TensorProto.INT64)
+
+
+def _embed(g, r, ins, outs):  # row x of the (input_dim, num_output) table, for each x
+    layer = r.layer
+    table = g.const(f"{r.name}.weight", _data(layer.blobs[0]))
+    if not layer.bias_term:
+        g.node("Gather", [table, _indices(g, r, ins[0])], outs, name=r.name, axis=0)
+        return
+    y = g.node("Gather", [table, _indices(g, r, ins[0])], name=f"{r.name}/rows", axis=0)
+    g.node("Add", [y, g.const(f"{r.name}.bias", _data(layer.blobs[1]).reshape(-1))], outs, name=r.name)
+
+
+def _batch_reindex(g, r, ins, outs):
+    g.node("Gather", [ins[0], _indices(g, r, ins[1])], outs, name=r.name, axis=0)
+
+
+def _parameter(g, r, ins, outs):
+    value = _data(r.layer.blobs[0]).reshape(r.top_vec[0].shape)
+    g.node("Identity", [g.const(f"{r.name}.param", value)], outs, name=r.name)
+
+
+def _im2col(g, r, ins, outs):
+    # A convolution whose kernels are one-hot: with one group per channel, output channel
+    # c*K + k copies the k-th kernel position of channel c, Caffe's column order.
+    layer = r.layer
+    if layer.channel_axis != 1:
+        raise Unsupported(f"convolution_param.axis {layer.channel_axis} (ONNX convolves axis 1)")
+    channels, positions = r.bottom_vec[0].shape[1], math.prod(layer.kernel)
+    one_hot = np.eye(positions, dtype=np.float32).reshape(positions, 1, *layer.kernel)
+    g.node("Conv", [ins[0], g.const(f"{r.name}.one_hot", np.tile(one_hot, (channels, 1) + (1,) * len(layer.kernel)))],
+           outs, name=r.name, kernel_shape=list(layer.kernel), strides=list(layer.stride),
+           pads=list(layer.pad) * 2, dilations=list(layer.dilation), group=channels)
+
+
+def _spp(g, r, ins, outs):
+    # The layer's own inner Pooling layers, each exported as Pooling is; then, for a
+    # pyramid of several levels, flattened and concatenated.
+    from types import SimpleNamespace
+
+    layer = r.layer
+    if layer.height == 1:
+        inner = SimpleNamespace(name=f"{r.name}/pool0", layer=layer.pooling[0], tops=r.tops,
+                                bottom_vec=r.bottom_vec)
+        _pooling(g, inner, ins, outs)
+        return
+    flat = []
+    for level, pooling in enumerate(layer.pooling):
+        inner = SimpleNamespace(name=f"{r.name}/pool{level}", layer=pooling, tops=[None],
+                                bottom_vec=r.bottom_vec)
+        pooled = g.fresh(inner.name)
+        _pooling(g, inner, ins, [pooled])
+        flat.append(g.node("Flatten", [pooled], name=f"{r.name}/flatten{level}", axis=1))
+    g.node("Concat", flat, outs, name=r.name, axis=1)
+
+
+def _lstm_unit(g, r, ins, outs):
+    n, d = r.bottom_vec[0].shape[1], r.layer.hidden_dim
+    gates = g.node("Reshape", [ins[1], _int64(g, r, "gates", [n, 4, d])], name=f"{r.name}/gates")
+    names = ("i", "f", "o", "g")
+    pre = [g.fresh(f"{r.name}/{name}_pre") for name in names]
+    g.node("Split", [gates, _int64(g, r, "split", [1, 1, 1, 1])], pre, name=f"{r.name}/split", axis=1)
+    i, f, o = (g.node("Sigmoid", [pre[k]], name=f"{r.name}/{names[k]}") for k in range(3))
+    candidate = g.node("Tanh", [pre[3]], name=f"{r.name}/g")
+    shape = _int64(g, r, "state", [n, 1, d])  # the gates' (N, 1, D) layout
+    c_prev = g.node("Reshape", [ins[0], shape], name=f"{r.name}/c_prev")
+    cont = g.node("Reshape", [ins[2], _int64(g, r, "cont", [n, 1, 1])], name=f"{r.name}/cont")
+    kept = g.node("Mul", [g.node("Mul", [cont, f], name=f"{r.name}/cont_f"), c_prev], name=f"{r.name}/kept")
+    c = g.node("Add", [kept, g.node("Mul", [i, candidate], name=f"{r.name}/i_g")], name=f"{r.name}/c_new")
+    h = g.node("Mul", [o, g.node("Tanh", [c], name=f"{r.name}/tanh_c")], name=f"{r.name}/h_new")
+    top_shape = _int64(g, r, "shape", r.top_vec[0].shape)
+    g.node("Reshape", [c, top_shape], [outs[0]], name=f"{r.name}/c")
+    g.node("Reshape", [h, top_shape], [outs[1]], name=f"{r.name}/h")
+
+
+def _recurrent(g, r, ins, outs):
+    # RNN and LSTM compute through the net they unroll over the T time steps (its
+    # InnerProduct, Scale, Eltwise, LSTMUnit, ... layers): its layers are exported here,
+    # in line, with the layer's bottoms as its inputs.
+    layer = r.layer
+    inner = layer.unrolled_net
+    current = {"x": ins[0], "cont": ins[1]}
+    if layer.static_input:
+        current["x_static"] = ins[2]
+    for j, (name, shape) in enumerate(zip(layer.recurrent_input_names(), layer.recurrent_input_shapes())):
+        if layer.expose_hidden:  # the initial states are bottoms
+            current[name] = ins[2 + layer.static_input + j]
+        else:  # zero, as at Caffe's first forward; the state carried between calls is not
+            current[name] = g.const(f"{r.name}.{name}", np.zeros(shape))
+    records = inner.layer_records[:layer.last_layer_index + 1]
+    problems = _add_layers(g, records, current, lambda i, rec, top: g.fresh(f"{r.name}/{top.name}"))
+    if problems:
+        raise Unsupported("its unrolled net: " + "; ".join(problems))
+    results = layer.output_names() + (layer.recurrent_output_names() if layer.expose_hidden else [])
+    for name, out in zip(results, outs):
+        g.node("Identity", [current[name]], [out], name=f"{r.name}/{name}")
+
+
 CONVERTERS = {
     "Convolution": _conv,
     "Deconvolution": _conv,
@@ -470,6 +681,20 @@ CONVERTERS = {
     "Swish": _swish,
     "Flatten": _reshape,
     "Reshape": _reshape,
+    "Crop": _crop,
+    "Slice": _slice,
+    "Tile": _tile,
+    "ArgMax": _argmax,
+    "Reduction": _reduction,
+    "MVN": _mvn,
+    "Embed": _embed,
+    "BatchReindex": _batch_reindex,
+    "Parameter": _parameter,
+    "Im2col": _im2col,
+    "SPP": _spp,
+    "LSTMUnit": _lstm_unit,
+    "RNN": _recurrent,
+    "LSTM": _recurrent,
 }
 
 
@@ -485,6 +710,10 @@ def _why_not(layer_type: str) -> str:
         return "a Python layer runs code of its own, which ONNX cannot hold"
     if layer_type.endswith("Loss") or layer_type == "Accuracy":
         return "a training/scoring layer: export the deploy net, without losses and labels"
+    if layer_type == "Filter":
+        return "the number of items it passes depends on the data, and the export writes fixed shapes"
+    if layer_type == "HDF5Output":
+        return "it writes a file, which an ONNX graph cannot"
     return "no ONNX form in minicaffe's export"
 
 
@@ -511,37 +740,20 @@ def net_to_onnx(net, *, outputs=None, graph_name: str | None = None):
                 last_write[top.name] = i
     inputs = [top.name for r in records if r.layer.type == "Input" for top in r.tops]
 
-    graph_inputs, current, problems = [], {}, []  # current: blob name -> its ONNX value now
-    for i, r in enumerate(records):
-        kind = r.layer.type
-        ins = [current[b.name] for b in r.bottoms]
-        if kind == "Input":
+    graph_inputs, current = [], {}  # current: blob name -> its ONNX value now
+    for r in records:
+        if r.layer.type == "Input":
             for top in r.tops:
                 graph_inputs.append(helper.make_tensor_value_info(
                     top.name, onnx.TensorProto.FLOAT, list(top.blob.shape)))
                 current[top.name] = top.name
-            continue
-        if kind in ALIASES:  # Split: every top is the bottom; Dropout: the top is the bottom
-            for j, top in enumerate(r.tops):
-                current[top.name] = ins[min(j, len(ins) - 1)]
-            continue
-        if kind in NO_NODE:
-            continue
-        outs = []
-        for top in r.tops:
-            if last_write[top.name] == i and top.name not in inputs:
-                outs.append(top.name)
-            else:
-                outs.append(g.fresh(f"{top.name}/{r.name}"))
-        convert = CONVERTERS.get(kind)
-        try:
-            if convert is None:
-                raise Unsupported(_why_not(kind))
-            convert(g, r, ins, outs)
-        except Unsupported as why:
-            problems.append(f"layer {r.name!r} ({kind}): {why}")
-        for top, name in zip(r.tops, outs):
-            current[top.name] = name
+
+    def value_name(i, r, top):
+        if last_write[top.name] == i and top.name not in inputs:
+            return top.name
+        return g.fresh(f"{top.name}/{r.name}")
+
+    problems = _add_layers(g, records, current, value_name)
     if problems:
         raise MinicaffeError(f"{net.source}: cannot export to ONNX {len(problems)} layer(s): "
                              + "; ".join(problems))
@@ -570,6 +782,33 @@ def net_to_onnx(net, *, outputs=None, graph_name: str | None = None):
     model.doc_string = f"Exported by minicaffe from {net.source}"
     onnx.checker.check_model(model, full_check=True)
     return model
+
+
+def _add_layers(g, records, current: dict, value_name) -> list[str]:
+    """Add the nodes of `records` (Input layers skipped: `current` has their values),
+    updating `current` as each layer writes its tops; `value_name(i, r, top)` names the
+    value that record i writes to `top`. Returns what could not be exported."""
+    problems = []
+    for i, r in enumerate(records):
+        kind = r.layer.type
+        if kind == "Input" or kind in NO_NODE:
+            continue
+        ins = [current[b.name] for b in r.bottoms]
+        if kind in ALIASES:  # Split: every top is the bottom; Dropout: the top is the bottom
+            for j, top in enumerate(r.tops):
+                current[top.name] = ins[min(j, len(ins) - 1)]
+            continue
+        outs = [value_name(i, r, top) for top in r.tops]
+        convert = CONVERTERS.get(kind)
+        try:
+            if convert is None:
+                raise Unsupported(_why_not(kind))
+            convert(g, r, ins, outs)
+        except Unsupported as why:
+            problems.append(f"layer {r.name!r} ({kind}): {why}")
+        for top, name in zip(r.tops, outs):
+            current[top.name] = name
+    return problems
 
 
 def _produced(g) -> set[str]:
