@@ -173,6 +173,7 @@ class GraphBuilder:
         self.onnx, self.helper = onnx, onnx.helper
         self.nodes, self.initializers = [], []
         self.used = set(reserved)  # every Caffe blob name, and every name handed out
+        self.shared = {}  # (memory, shape) -> its initializer, for learned blobs
 
     def fresh(self, name: str) -> str:
         """`name`, or `name_1`, `name_2`, ... : a value name no one has yet."""
@@ -189,6 +190,14 @@ class GraphBuilder:
         array = np.ascontiguousarray(np.asarray(value, dtype=dtype))
         self.initializers.append(self.onnx.numpy_helper.from_array(array, name))
         return name
+
+    def learned(self, name: str, blob) -> str:
+        """An initializer holding a learned blob's values, once per memory: the steps of
+        an unrolled RNN or LSTM (and layers sharing a named param) use one blob."""
+        key = (id(blob.data_mem), blob.shape)
+        if key not in self.shared:
+            self.shared[key] = (blob.data_mem, self.const(name, _data(blob)))  # keeps the memory alive
+        return self.shared[key][1]
 
     def node(self, op: str, inputs, outputs=None, *, name: str, **attrs) -> str:
         """Add one node; `outputs` defaults to one fresh value named after the node.
@@ -219,9 +228,9 @@ def _conv(g, r, ins, outs):
     layer = r.layer
     if layer.channel_axis != 1:
         raise Unsupported(f"convolution_param.axis {layer.channel_axis} (ONNX convolves axis 1)")
-    inputs = [ins[0], g.const(f"{r.name}.weight", _data(layer.blobs[0]))]
+    inputs = [ins[0], g.learned(f"{r.name}.weight", layer.blobs[0])]
     if layer.bias_term:
-        inputs.append(g.const(f"{r.name}.bias", _data(layer.blobs[1])))
+        inputs.append(g.learned(f"{r.name}.bias", layer.blobs[1]))
     op = "ConvTranspose" if layer.type == "Deconvolution" else "Conv"
     g.node(op, inputs, outs, name=r.name, kernel_shape=list(layer.kernel),
            strides=list(layer.stride), pads=list(layer.pad) * 2,
@@ -234,9 +243,9 @@ def _inner_product(g, r, ins, outs):
     x = ins[0]
     if not (len(x_shape) == 2 and layer.axis == 1):
         x = g.node("Flatten", [x], name=f"{r.name}/flatten", axis=layer.axis)
-    inputs = [x, g.const(f"{r.name}.weight", _data(layer.blobs[0]))]
+    inputs = [x, g.learned(f"{r.name}.weight", layer.blobs[0])]
     if layer.bias_term:
-        inputs.append(g.const(f"{r.name}.bias", _data(layer.blobs[1])))
+        inputs.append(g.learned(f"{r.name}.bias", layer.blobs[1]))
     top_shape = r.top_vec[0].shape
     if layer.axis == 1:
         g.node("Gemm", inputs, outs, name=r.name, transB=0 if layer.transpose else 1)
@@ -561,7 +570,7 @@ def _indices(g, r, value: str) -> str:
 
 def _embed(g, r, ins, outs):  # row x of the (input_dim, num_output) table, for each x
     layer = r.layer
-    table = g.const(f"{r.name}.weight", _data(layer.blobs[0]))
+    table = g.learned(f"{r.name}.weight", layer.blobs[0])
     if not layer.bias_term:
         g.node("Gather", [table, _indices(g, r, ins[0])], outs, name=r.name, axis=0)
         return

@@ -369,6 +369,10 @@ def test_recurrent_layers_export_their_unrolled_net(kind, p, static):
     net = recurrent_net(kind, p, static)
     # Without expose_hidden the graph starts from a zero state, as a fresh net does.
     compare(net, np.random.default_rng(1), kind, feeds={"cont": cont})
+    # The four steps share the layer's weights: each is stored once.
+    stored = [onnx.numpy_helper.to_array(t) for t in net_to_onnx(net).graph.initializer]
+    for blob in net.layer_dict["r"].blobs:
+        assert sum(a.shape == blob.shape and np.array_equal(a, blob.data) for a in stored) == 1
 
 
 def test_recurrent_state_carried_between_forwards_is_not_exported():
