@@ -122,8 +122,9 @@ Layers with no counterpart, which the export lists, all at once, by name and typ
 data layers (Data, ImageData, HDF5Data, ...: export the deploy net, whose images come
 through an Input layer), Python layers (arbitrary code), losses and Accuracy (training
 and scoring, not inference), HDF5Output (it writes a file), and Filter (how many items
-it passes depends on the data, while the export writes fixed shapes). A few parameters are refused too: a convolution or Im2col on an axis other than 1,
-STOCHASTIC pooling, a Pooling layer's second (mask) top.
+it passes depends on the data, while the export writes fixed shapes). A few parameters
+are refused too: a convolution or Im2col on an axis other than 1, STOCHASTIC pooling, a
+Pooling layer's second (mask) top.
 
 The opset is 17 (IR version 8), which every onnxruntime the `onnx` extra allows runs.
 """
@@ -595,8 +596,9 @@ def _im2col(g, r, ins, outs):
         raise Unsupported(f"convolution_param.axis {layer.channel_axis} (ONNX convolves axis 1)")
     channels, positions = r.bottom_vec[0].shape[1], math.prod(layer.kernel)
     one_hot = np.eye(positions, dtype=np.float32).reshape(positions, 1, *layer.kernel)
-    g.node("Conv", [ins[0], g.const(f"{r.name}.one_hot", np.tile(one_hot, (channels, 1) + (1,) * len(layer.kernel)))],
-           outs, name=r.name, kernel_shape=list(layer.kernel), strides=list(layer.stride),
+    kernels = np.tile(one_hot, (channels,) + (1,) * (one_hot.ndim - 1))  # (C K, 1, k_h, k_w)
+    g.node("Conv", [ins[0], g.const(f"{r.name}.one_hot", kernels)], outs, name=r.name,
+           kernel_shape=list(layer.kernel), strides=list(layer.stride),
            pads=list(layer.pad) * 2, dilations=list(layer.dilation), group=channels)
 
 

@@ -294,13 +294,17 @@ def test_shape_and_statistics_layers(layer):
     check(f'layer {{ name: "l" {layer} top: "y" }}', shape=(2, 3, 6, 7))
 
 
-@pytest.mark.parametrize("ref, p", [("2 3 4 2", "axis: 2 offset: 1 offset: 4"),
-                                    ("2 1 4 7", "axis: 1 offset: 2"), ("2 3 6 7", "")])
+def input_layer(name: str, *dims: int) -> str:
+    """An Input layer with one top, `name`, of shape `dims` (prototxt)."""
+    shape = " ".join(f"dim: {d}" for d in dims)
+    return f'layer {{ name: "in_{name}" type: "Input" top: "{name}" input_param {{ shape {{ {shape} }} }} }}\n'
+
+
+@pytest.mark.parametrize("ref, p", [((2, 3, 4, 2), "axis: 2 offset: 1 offset: 4"),
+                                    ((2, 1, 4, 7), "axis: 1 offset: 2"), ((2, 3, 6, 7), "")])
 def test_crop_reads_the_shape_of_its_second_bottom(ref, p):
-    dims = " ".join(f"dim: {d}" for d in ref.split())
-    net = net_of(f'layer {{ name: "ref" type: "Input" top: "ref" input_param {{ shape {{ {dims} }} }} }}\n'
-                 f'layer {{ name: "c" type: "Crop" bottom: "data" bottom: "ref" top: "c" crop_param {{ {p} }} }}',
-                 shape=(2, 3, 6, 9))
+    net = net_of(input_layer("ref", *ref) + 'layer { name: "c" type: "Crop" bottom: "data" bottom: "ref" '
+                 f'top: "c" crop_param {{ {p} }} }}', shape=(2, 3, 6, 9))
     compare(net, np.random.default_rng(0), "crop")
 
 
@@ -318,13 +322,15 @@ def test_argmax_ranks_ties_as_caffe_does(p):
 def test_embed_looks_up_rows(bias):
     ids = np.array([[3, 0, 6], [6, 1, 2]], np.float32)
     check(f'layer {{ name: "e" type: "Embed" bottom: "data" top: "e" '
-          f'embed_param {{ num_output: 4 input_dim: 7 bias_term: {bias} }} }}', shape=ids.shape, feeds={"data": ids})
+          f'embed_param {{ num_output: 4 input_dim: 7 bias_term: {bias} }} }}',
+          shape=ids.shape, feeds={"data": ids})
 
 
 def test_batch_reindex_and_parameter():
-    net = net_of('layer { name: "idx" type: "Input" top: "idx" input_param { shape { dim: 5 } } }\n'
+    net = net_of(input_layer("idx", 5) +
                  'layer { name: "br" type: "BatchReindex" bottom: "data" bottom: "idx" top: "br" }\n'
-                 'layer { name: "p" type: "Parameter" top: "p" parameter_param { shape { dim: 5 dim: 3 dim: 2 dim: 2 } } }\n'
+                 'layer { name: "p" type: "Parameter" top: "p" '
+                 '        parameter_param { shape { dim: 5 dim: 3 dim: 2 dim: 2 } } }\n'
                  'layer { name: "sum" type: "Eltwise" bottom: "br" bottom: "p" top: "sum" }', shape=(3, 3, 2, 2))
     rng = np.random.default_rng(0)
     fill(net, rng)
@@ -332,8 +338,7 @@ def test_batch_reindex_and_parameter():
 
 
 def test_lstm_unit_one_step():
-    net = net_of('layer { name: "x" type: "Input" top: "x" input_param { shape { dim: 1 dim: 3 dim: 8 } } }\n'
-                 'layer { name: "cont" type: "Input" top: "cont" input_param { shape { dim: 1 dim: 3 } } }\n'
+    net = net_of(input_layer("x", 1, 3, 8) + input_layer("cont", 1, 3) +
                  'layer { name: "u" type: "LSTMUnit" bottom: "data" bottom: "x" bottom: "cont" top: "c" top: "h" }',
                  shape=(1, 3, 2))
     rng = np.random.default_rng(0)
@@ -347,14 +352,13 @@ def recurrent_net(kind: str, p: str = "", static: bool = False):
     states = ["h0", "c0"] if kind == "LSTM" else ["h0"]
     extra = ("x_static",) if static else ()
     extra += tuple(states) if exposed else ()
-    shapes = {"cont": "dim: 4 dim: 3", "x_static": "dim: 3 dim: 6", "h0": "dim: 1 dim: 3 dim: 5",
-              "c0": "dim: 1 dim: 3 dim: 5"}
-    head = "".join(f'layer {{ name: "in_{b}" type: "Input" top: "{b}" input_param {{ shape {{ {shapes[b]} }} }} }}\n'
-                   for b in ("cont",) + extra)
+    shapes = {"cont": (4, 3), "x_static": (3, 6), "h0": (1, 3, 5), "c0": (1, 3, 5)}
+    head = "".join(input_layer(b, *shapes[b]) for b in ("cont",) + extra)
     bottoms = "".join(f' bottom: "{b}"' for b in ("data", "cont") + extra)
     tops = ' top: "y"' + ("".join(f' top: "{s}_T"' for s in states) if exposed else "")
-    net = net_of(head + f'layer {{ name: "r" type: "{kind}"{bottoms}{tops} recurrent_param {{ num_output: 5 '
-                 f'weight_filler {{ type: "uniform" min: -0.5 max: 0.5 }} {p} }} }}', shape=(4, 3, 2))
+    net = net_of(head + f'layer {{ name: "r" type: "{kind}"{bottoms}{tops} recurrent_param {{ '
+                 f'num_output: 5 weight_filler {{ type: "uniform" min: -0.5 max: 0.5 }} {p} }} }}',
+                 shape=(4, 3, 2))
     fill(net, np.random.default_rng(0))
     return net
 
