@@ -220,6 +220,16 @@ def _broadcastable(operand_shape, axis: int, ndim: int) -> tuple:
     return tuple(operand_shape) + (1,) * (ndim - axis - len(operand_shape))
 
 
+def _int64(g, r, what: str, values) -> str:
+    """An int64 initializer (shapes, indices, sizes) named after layer record `r`."""
+    return g.const(f"{r.name}.{what}", values, np.int64)
+
+
+def _to_top_shape(g, r, value: str, outs) -> None:
+    """The layer's last node: `value` reshaped to its top's shape, which the Net knows."""
+    g.node("Reshape", [value, _int64(g, r, "shape", r.top_vec[0].shape)], outs, name=r.name)
+
+
 # ---------------------------------------------------------------- one function per layer type
 #
 # Each takes the builder g, the Net's LayerRecord r, the ONNX names of its bottoms and
@@ -247,13 +257,12 @@ def _inner_product(g, r, ins, outs):
     inputs = [x, g.learned(f"{r.name}.weight", layer.blobs[0])]
     if layer.bias_term:
         inputs.append(g.learned(f"{r.name}.bias", layer.blobs[1]))
-    top_shape = r.top_vec[0].shape
     if layer.axis == 1:
         g.node("Gemm", inputs, outs, name=r.name, transB=0 if layer.transpose else 1)
         return
     # Caffe keeps the axes before `axis`: (d0, ..., d_{axis-1}, N_out).
     y = g.node("Gemm", inputs, name=f"{r.name}/gemm", transB=0 if layer.transpose else 1)
-    g.node("Reshape", [y, g.const(f"{r.name}.shape", top_shape, np.int64)], outs, name=r.name)
+    _to_top_shape(g, r, y, outs)
 
 
 def _pooling(g, r, ins, outs):
@@ -346,7 +355,7 @@ def _operand(g, r, operand, axis_param: int, what: str) -> str:
         target = _broadcastable(shape, axis, ndim)
         if tuple(target) == tuple(shape):
             return operand
-        return g.node("Reshape", [operand, g.const(f"{r.name}.{what}_shape", target, np.int64)],
+        return g.node("Reshape", [operand, _int64(g, r, f"{what}_shape", target)],
                       name=f"{r.name}/{what}_reshape")
     values = _data(operand)
     axis = 0 if values.ndim == 0 else axis_param % ndim
@@ -417,7 +426,7 @@ def _power(g, r, ins, outs):
     layer = r.layer
     if layer.diff_scale == 0:  # y does not depend on x: a constant of the top's shape
         g.node("Expand", [g.const(f"{r.name}.value", layer.constant_top()),
-                          g.const(f"{r.name}.shape", r.top_vec[0].shape, np.int64)],
+                          _int64(g, r, "shape", r.top_vec[0].shape)],
                outs, name=r.name)
         return
     u = _affine(g, r, ins[0], layer.scale, layer.shift)
@@ -461,8 +470,7 @@ def _swish(g, r, ins, outs):  # x * sigmoid(beta x)
 
 
 def _reshape(g, r, ins, outs):  # Flatten and Reshape: the top's shape is known
-    g.node("Reshape", [ins[0], g.const(f"{r.name}.shape", r.top_vec[0].shape, np.int64)],
-           outs, name=r.name)
+    _to_top_shape(g, r, ins[0], outs)
 
 
 def _simple(op: str, **attrs):
@@ -481,10 +489,6 @@ def _concat(g, r, ins, outs):
 
 def _softmax(g, r, ins, outs):
     g.node("Softmax", ins, outs, name=r.name, axis=r.layer.axis)
-
-
-def _int64(g, r, what: str, values) -> str:
-    return g.const(f"{r.name}.{what}", values, np.int64)
 
 
 def _crop(g, r, ins, outs):  # the second bottom only lends its shape
@@ -530,7 +534,7 @@ def _argmax(g, r, ins, outs):
         y = g.node("Concat", [index, values], name=f"{r.name}/both", axis=1)
     else:
         y = values if layer.out_max_val else index
-    g.node("Reshape", [y, _int64(g, r, "shape", r.top_vec[0].shape)], outs, name=r.name)
+    _to_top_shape(g, r, y, outs)
 
 
 def _reduction(g, r, ins, outs):
@@ -546,7 +550,7 @@ def _reduction(g, r, ins, outs):
     # layer.coeff is MEAN's coefficient already divided by the number of values.
     if layer.coeff != 1:
         y = g.node("Mul", [y, g.const(f"{r.name}.coeff", layer.coeff)], name=f"{r.name}/coeff")
-    g.node("Reshape", [y, _int64(g, r, "shape", r.top_vec[0].shape)], outs, name=r.name)
+    _to_top_shape(g, r, y, outs)
 
 
 def _mvn(g, r, ins, outs):
@@ -561,7 +565,7 @@ def _mvn(g, r, ins, outs):
         std = g.node("Sqrt", [variance], name=f"{r.name}/std")
         std = g.node("Add", [std, g.const(f"{r.name}.eps", layer.eps)], name=f"{r.name}/std_eps")
         y = g.node("Div", [y, std], name=f"{r.name}/scaled")
-    g.node("Reshape", [y, _int64(g, r, "shape", r.top_vec[0].shape)], outs, name=r.name)
+    _to_top_shape(g, r, y, outs)
 
 
 def _indices(g, r, value: str) -> str:
@@ -576,7 +580,7 @@ def _embed(g, r, ins, outs):  # row x of the (input_dim, num_output) table, for 
         g.node("Gather", [table, _indices(g, r, ins[0])], outs, name=r.name, axis=0)
         return
     y = g.node("Gather", [table, _indices(g, r, ins[0])], name=f"{r.name}/rows", axis=0)
-    g.node("Add", [y, g.const(f"{r.name}.bias", _data(layer.blobs[1]).reshape(-1))], outs, name=r.name)
+    g.node("Add", [y, g.learned(f"{r.name}.bias", layer.blobs[1])], outs, name=r.name)
 
 
 def _batch_reindex(g, r, ins, outs):
