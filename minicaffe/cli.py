@@ -51,27 +51,10 @@ import numpy as np
 from minicaffe import log as glog  # noqa: F401  (installs the glog handler)
 from minicaffe import common
 from minicaffe.common import MinicaffeError
-from minicaffe.tools import parse_gpus, parse_stages
+from minicaffe.tools import one_device, parse_gpus, parse_stages, select_engine
 
 logger = logging.getLogger("minicaffe.caffe")
 PROG = "minicaffe"
-
-
-# ---------------------------------------------------------------- shared flag handling
-
-def _one_device(gpus: list[int]) -> list[int]:
-    for g in reversed(gpus[1:]):
-        logger.info("Not using GPU #%d: minicaffe runs on one device", g)
-    return gpus[:1]
-
-
-def _select_engine(args) -> None:
-    """`test` and `time`: --gpu N runs on OpenCL device N (an error if it cannot), else numpy."""
-    from minicaffe.engine import select_mode
-    gpus = _one_device(parse_gpus(args.gpu))
-    if not gpus:
-        logger.info("Use CPU.")
-    select_mode(bool(gpus), gpus[0] if gpus else 0, required=True)
 
 
 # ---------------------------------------------------------------- verbs
@@ -107,7 +90,7 @@ def train(args) -> int:
         logger.info("Using GPUs %s", ", ".join(map(str, gpus)))
         gpus = [gpus[common.solver_rank() % len(gpus)]]
     elif gpus:
-        gpus = _one_device(gpus)
+        gpus = one_device(gpus)
         logger.info("Using GPUs %s", ", ".join(map(str, gpus)))
     if gpus:
         param.solver_mode = caffe_pb2.SolverParameter.GPU
@@ -166,7 +149,7 @@ def test(args) -> int:
         raise MinicaffeError("Need model weights to score: give --weights FILE.caffemodel.")
     if args.iterations < 1:
         raise MinicaffeError(f"--iterations must be at least 1, got {args.iterations}")
-    _select_engine(args)
+    select_engine(args.gpu)
 
     if args.quantized:  # int8 Convolution / InnerProduct (minicaffe/quantize.py); --weights
         from minicaffe.quantize import QuantizedNet  # then only for the other layers' parameters
@@ -213,7 +196,7 @@ def time(args) -> int:
         raise MinicaffeError("Need a model definition to time: give --model FILE.")
     if args.iterations < 1:
         raise MinicaffeError(f"--iterations must be at least 1, got {args.iterations}")
-    _select_engine(args)
+    select_engine(args.gpu)
     time_net(args.model, args.iterations, phase=args.phase, level=args.level,
              stages=parse_stages(args.stage))
     return 0

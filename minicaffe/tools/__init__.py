@@ -1,7 +1,10 @@
 """The bodies of the `minicaffe` command's longer verbs (Caffe's tools/ folder)."""
 import importlib
+import logging
 
 from minicaffe.common import MinicaffeError
+
+logger = logging.getLogger("minicaffe.caffe")
 
 
 def optional_import(module: str, verb: str):
@@ -34,3 +37,20 @@ def parse_gpus(flag: str | None) -> list[int]:
 
 def parse_stages(flag: str | None) -> list[str]:
     return [s for s in (flag or "").split(",") if s]
+
+
+def one_device(gpus: list[int]) -> list[int]:
+    """The first of the device ids given: one process runs on one device."""
+    for g in reversed(gpus[1:]):
+        logger.info("Not using GPU #%d: minicaffe runs on one device", g)
+    return gpus[:1]
+
+
+def select_engine(gpu_flag: str | None) -> None:
+    """For the verbs that run a built net (test, time, quantize): `--gpu N` runs on OpenCL
+    device N (an error if it cannot), no `--gpu` on numpy."""
+    from minicaffe.engine import select_mode
+    gpus = one_device(parse_gpus(gpu_flag))
+    if not gpus:
+        logger.info("Use CPU.")
+    select_mode(bool(gpus), gpus[0] if gpus else 0, required=True)

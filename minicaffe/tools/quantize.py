@@ -19,14 +19,13 @@ from __future__ import annotations
 import logging
 
 from minicaffe.common import MinicaffeError
-from minicaffe.tools import parse_gpus, parse_stages
+from minicaffe.tools import parse_stages, select_engine
 
 log = logging.getLogger("minicaffe.caffe")
 
 
 def run(args) -> int:
     from minicaffe import quantize
-    from minicaffe.engine import select_mode
     from minicaffe.net import TEST, TRAIN, Net
 
     for flag, value in (("--model", args.model), ("--weights", args.weights), ("--output", args.output)):
@@ -38,8 +37,7 @@ def run(args) -> int:
     if not str(args.output).endswith(".h5"):
         raise MinicaffeError(f"--output {args.output}: the quantized model is an HDF5 file; "
                              "name it with the .h5 suffix")
-    gpus = parse_gpus(args.gpu)  # the first id, as `minicaffe test` takes it
-    select_mode(bool(gpus), gpus[0] if gpus else 0, required=True)  # --gpu without a device is an error
+    select_engine(args.gpu)  # as `minicaffe test`: --gpu without a working device is an error
     net = Net(args.model, TRAIN if args.phase == "TRAIN" else TEST, level=args.level,
               stages=parse_stages(args.stage))
     net.copy_trained_layers_from(args.weights)
