@@ -193,10 +193,7 @@ class Blob:
         means a 4-D shape; otherwise the shape is `shape.dim`, and no dims at all (or no
         `shape`, which is how Caffe writes a blob of zero axes) means a scalar, shape ().
         """
-        if any(proto.HasField(f) for f in ("num", "channels", "height", "width")):
-            shape = (proto.num, proto.channels, proto.height, proto.width)
-        else:
-            shape = tuple(proto.shape.dim)
+        shape = stored_shape(proto) or ()
         if reshape:
             self.reshape(shape)
         elif prod(shape) != self.count or (shape != self.shape and len(shape) == self.num_axes):
@@ -223,6 +220,25 @@ class Blob:
 
     def __repr__(self) -> str:
         return f"Blob({self.name!r}, shape={self.shape})"
+
+
+# Caffe's first BlobProto shape: four fields, before the `shape` message of any number of axes.
+LEGACY_SHAPE_FIELDS = ("num", "channels", "height", "width")
+
+
+def has_legacy_shape(proto) -> bool:
+    """Whether a BlobProto sets any of the legacy num/channels/height/width fields."""
+    return any(proto.HasField(f) for f in LEGACY_SHAPE_FIELDS)
+
+
+def stored_shape(proto) -> tuple[int, ...] | None:
+    """The shape a BlobProto declares, read as Caffe's Blob::FromProto reads it: the four
+    legacy fields if any is set, else the `shape` message; None when it has neither."""
+    if has_legacy_shape(proto):
+        return tuple(getattr(proto, f) for f in LEGACY_SHAPE_FIELDS)
+    if proto.HasField("shape"):
+        return tuple(proto.shape.dim)
+    return None
 
 
 def _packed_floats(field: int, values: np.ndarray) -> bytes:

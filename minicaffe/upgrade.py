@@ -60,6 +60,7 @@ from __future__ import annotations
 
 import logging
 
+from minicaffe.blob import has_legacy_shape, stored_shape
 from minicaffe.common import MinicaffeError
 from minicaffe.proto import caffe_pb2
 
@@ -489,9 +490,6 @@ def _upgrade_net(param, source: str) -> bool:
 
 # ---------------------------------------------------------------- legacy blob shapes
 
-LEGACY_SHAPE_FIELDS = ("num", "channels", "height", "width")
-
-
 def legacy_blob_shape(shape) -> tuple[int, ...] | None:
     """The (num, channels, height, width) that a V1 file gives a blob of `shape`: its
     axes padded with 1s at the front to four. None past four axes, which it cannot hold."""
@@ -507,6 +505,6 @@ def proto_shape_matches(proto, shape) -> bool:
     Today's `shape` field must equal it; the legacy num/channels/height/width fields must
     equal `legacy_blob_shape(shape)`, so a V1 bias of 1 x 1 x 1 x 10 fits a blob of (10,).
     """
-    if any(proto.HasField(f) for f in LEGACY_SHAPE_FIELDS):
-        return legacy_blob_shape(shape) == tuple(getattr(proto, f) for f in LEGACY_SHAPE_FIELDS)
+    if has_legacy_shape(proto):
+        return legacy_blob_shape(shape) == stored_shape(proto)
     return tuple(proto.shape.dim) == tuple(shape)

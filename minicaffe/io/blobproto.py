@@ -29,6 +29,7 @@ from math import prod
 import numpy as np
 from google.protobuf.message import DecodeError
 
+from minicaffe.blob import stored_shape
 from minicaffe.common import MinicaffeError
 from minicaffe.proto import caffe_pb2
 
@@ -39,18 +40,6 @@ class ArrayError(MinicaffeError, ValueError):
     It is a MinicaffeError (the CLI prints it without a traceback) and a ValueError,
     which is what pycaffe raises in these cases, so `except ValueError` keeps working.
     """
-
-
-LEGACY_FIELDS = ("num", "channels", "height", "width")
-
-
-def blob_shape(blob) -> tuple[int, ...] | None:
-    """The shape a BlobProto declares: legacy 4-D, `shape.dim`, or None when it has none."""
-    if any(blob.HasField(f) for f in LEGACY_FIELDS):
-        return (blob.num, blob.channels, blob.height, blob.width)
-    if blob.HasField("shape"):
-        return tuple(blob.shape.dim)
-    return None
 
 
 def blobproto_to_array(blob, return_diff: bool = False) -> np.ndarray:
@@ -65,7 +54,7 @@ def blobproto_to_array(blob, return_diff: bool = False) -> np.ndarray:
         values = getattr(blob, "double_" + which)
     values = np.array(values, dtype=np.float64)
 
-    shape = blob_shape(blob)
+    shape = stored_shape(blob)
     if shape is None:
         if values.size != 1:
             raise ArrayError(f"BlobProto has no shape (neither shape.dim nor num/channels/height/"
